@@ -1,0 +1,33 @@
+# The two commands of the README:
+#   make biography   generate a 100-record biography dataset with the default model + its report
+#   make test        run the test suite (unit + integration)
+# Both create .venv on first use; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.synthgen-installed
+
+.PHONY: test unit biography audit clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# CPU build of torch first (it lies on disk here); pyproject's range then accepts it as is.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
+
+biography: $(STAMP)
+	$(BIN)/synthgen generate recipes/biography.yaml -n 100 -o out/biography
+
+audit: $(STAMP)
+	$(BIN)/synthgen audit recipes/diffuse/tasks.jsonl --samples 50 --json out/audit.json
+
+clean-venv:
+	rm -rf $(VENV)

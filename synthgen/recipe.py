@@ -1,0 +1,399 @@
+"""Recipes: the YAML schema, loading, validation and the field order.
+
+A recipe names the model, a seed and the fields of a record. A field has a kind
+(``choice``, ``integer``, ``text``, ``sample``) and, unless it is a ``sample``
+(filled without the model), a Jinja template whose variables are other fields;
+those references define the fill order. :func:`load_recipe` checks everything
+before any generation; each mistake is a ConfigError naming the file, the dotted
+key (``fields.birth_place.options_file``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from synthgen.errors import ConfigError
+from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, load_template_file
+
+__all__ = ["KINDS", "FieldSpec", "Recipe", "load_recipe"]
+
+KINDS = ("choice", "integer", "text", "sample")
+TOP_KEYS = ("name", "description", "model", "adapter", "seed", "count", "batch_size",
+            "dedup_keys", "near_dup_fields", "output", "fields")
+_TEMPLATE = ("template", "template_inline")
+_SAMPLING = ("max_tokens", "retries", "temperature", "top_p")
+FIELD_KEYS = {
+    "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights"),
+    "integer": ("kind", "description", *_TEMPLATE, "min", "max", *_SAMPLING),
+    "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING),
+    "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
+}
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_MESSAGE_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One validated field. ``depends_on`` are the fields its template reads."""
+
+    name: str
+    kind: str
+    template: PromptTemplate | None = None
+    options: tuple[str, ...] | None = None
+    weights: tuple[float, ...] | None = None  # normalised to sum 1; None = uniform
+    min: int | None = None
+    max: int | None = None
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    pattern: re.Pattern[str] | None = None
+    min_chars: int = 1
+    retries: int = 3
+    temperature: float = 1.0
+    top_p: float = 1.0
+    description: str = ""
+    depends_on: frozenset[str] = frozenset()
+
+    @property
+    def uses_model(self) -> bool:
+        return self.kind != "sample"
+
+    @property
+    def known_values(self) -> tuple[str, ...] | range | None:
+        """The closed set of valid values (options or the integer range); None for text."""
+        if self.options is not None or self.min is None:
+            return self.options
+        return range(self.min, self.max + 1)
+
+    def parse_value(self, raw: str) -> str | int | None:
+        """The value a stripped reply stands for, or None if invalid: an option, an integer in
+        [min, max], or text of ``min_chars`` or more where ``pattern.search`` finds a match."""
+        value = raw.strip()
+        if self.options is not None:
+            return value if value in self.options else None
+        if self.kind == "text":
+            ok = len(value) >= self.min_chars and (self.pattern is None or self.pattern.search(value))
+            return value if ok else None
+        number = int(value) if _INT_RE.fullmatch(value) else None
+        return number if number is not None and self.min <= number <= self.max else None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``fields`` keeps declaration order; ``order`` is fill order."""
+
+    name: str
+    path: Path
+    fields: dict[str, FieldSpec]
+    order: tuple[str, ...]
+    description: str = ""
+    model: str | None = None
+    adapter: str | None = None  # "none" = the base model alone
+    seed: int = 0
+    count: int = 100
+    batch_size: int = 32
+    dedup_keys: tuple[str, ...] = ()
+    near_dup_fields: tuple[str, ...] = ()
+    output: dict = field(default_factory=dict)  # {"messages": {"user": F, "assistant": F, ...}}
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def with_overrides(self, count=None, seed=None, model=None, adapter=None) -> Recipe:
+        """A copy with command-line overrides applied (None keeps the recipe's value)."""
+        given = {"count": count, "seed": seed, "model": model, "adapter": adapter}
+        changes = {k: v for k, v in given.items() if v is not None}
+        _num(self.path, "count (override)", changes.get("count", 1), low=1)
+        _num(self.path, "seed (override)", changes.get("seed", 0), low=0)
+        return dataclasses.replace(self, **changes)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also rejects duplicate keys (two fields with one name)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
+    keys = [(k, loader.construct_object(k)) for k, _ in node.value if not k.tag.endswith(":merge")]
+    for i, (key_node, key) in enumerate(keys):
+        if isinstance(key, (str, int, float)) and key in [k for _, k in keys[:i]]:
+            raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key!r}",
+                                                    key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read, validate and order a recipe; raise ConfigError on any mistake."""
+    src = Path(path)
+    try:
+        data = yaml.load(src.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(src, None, "recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(src, None, f"cannot read recipe: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(src, None, f"YAML syntax error{where}: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(src, None, f"YAML error: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(src, None, f"expected a mapping of recipe keys, got {_show(data)}")
+    _check_keys(src, None, data, TOP_KEYS, "a recipe")
+    if "name" not in data:
+        raise ConfigError(src, "name", "missing required key (the recipe's name)")
+    raw_fields = data.get("fields")
+    if not isinstance(raw_fields, dict) or not raw_fields:
+        raise ConfigError(src, "fields", "expected a non-empty mapping of field name to field "
+                                         f"spec, got {_show(raw_fields)}")
+    fields = {name: _field(src, name, raw) for name, raw in raw_fields.items()}
+    order = _topological_order(src, fields)
+    placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
+    for f in (fields[n] for n in order if fields[n].template is not None):
+        f.template.dry_render({dep: placeholders[dep] for dep in f.depends_on})
+    text_fields = tuple(n for n, f in fields.items() if f.kind == "text")
+    non_text = tuple(n for n in fields if n not in text_fields)
+    return Recipe(
+        name=_str(src, "name", data["name"]), path=src, fields=fields, order=order,
+        description=_str(src, "description", data.get("description", "")),
+        model=_str(src, "model", data.get("model"), optional=True),
+        adapter=_str(src, "adapter", data.get("adapter"), optional=True),
+        seed=_num(src, "seed", data.get("seed", 0), low=0),
+        count=_num(src, "count", data.get("count", 100), low=1),
+        batch_size=_num(src, "batch_size", data.get("batch_size", 32), low=1),
+        dedup_keys=_names(src, "dedup_keys", data.get("dedup_keys", non_text), fields),
+        near_dup_fields=_names(src, "near_dup_fields", data.get("near_dup_fields", text_fields),
+                               {n: fields[n] for n in text_fields}, "text field"),
+        output=_output(src, data.get("output", {}), fields),
+    )
+
+
+def _field(src: Path, name: object, raw: object) -> FieldSpec:
+    key = f"fields.{name}"
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
+        raise ConfigError(src, key, "a field name must be an identifier (letters, digits, _) and "
+                                    f"not a Jinja name ({', '.join(sorted(RESERVED_NAMES))})")
+    if not isinstance(raw, dict):
+        raise ConfigError(src, key, f"expected a mapping with at least 'kind', got {_show(raw)}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        what = "missing 'kind'" if kind is None else f"unknown kind {kind!r}"
+        raise ConfigError(src, f"{key}.kind", f"{what}; expected one of: {', '.join(KINDS)}")
+    _check_keys(src, key, raw, FIELD_KEYS[kind], f"a {kind} field")
+    get = raw.get
+    spec: dict = {"name": name, "kind": kind,
+                  "description": _str(src, f"{key}.description", get("description", ""))}
+    if kind != "sample":
+        spec["template"] = _template(src, key, raw)
+        spec["depends_on"] = spec["template"].variables
+        for k, default, kw in (("max_tokens", 128 if kind == "text" else 8, {"low": 1}),
+                               ("retries", 3, {"low": 0}), ("temperature", 1.0, {"kind": float, "low": 0}),
+                               ("top_p", 1.0, {"kind": float, "low": 0, "high": 1, "open_low": True})):
+            spec[k] = _num(src, f"{key}.{k}", get(k, default), **kw)
+    has_options = "options" in raw or "options_file" in raw
+    has_range = "min" in raw or "max" in raw
+    if kind == "sample" and has_options == has_range:
+        raise ConfigError(src, key, "a sample field needs either 'options' or 'options_file' (with optional "
+                                    f"'weights'), or 'min' and 'max'; it has {'both' if has_options else 'neither'}")
+    if kind == "choice" and not has_options:
+        raise ConfigError(src, f"{key}.options", "a choice field needs 'options' or 'options_file'")
+    if has_options:
+        spec["options"], spec["weights"] = _options(src, key, raw)
+    elif kind in ("integer", "sample"):
+        if "weights" in raw:
+            raise ConfigError(src, f"{key}.weights", "weights need options; a range is uniform")
+        for bound in ("min", "max"):
+            if bound not in raw:
+                raise ConfigError(src, f"{key}.{bound}", f"missing required key (an integer {bound})")
+            spec[bound] = _num(src, f"{key}.{bound}", raw[bound])
+        if spec["min"] > spec["max"]:
+            raise ConfigError(src, f"{key}.max", f"max ({spec['max']}) must be >= min ({spec['min']})")
+    if kind == "text":
+        stop = [get("stop")] if isinstance(get("stop"), str) else get("stop", [])
+        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+            raise ConfigError(src, f"{key}.stop", f"expected a string or a list of non-empty strings, "
+                                                  f"got {_show(get('stop'))}")
+        spec["stop"] = tuple(stop)
+        spec["min_chars"] = _num(src, f"{key}.min_chars", get("min_chars", 1), low=0)
+        pattern = _str(src, f"{key}.pattern", get("pattern"), optional=True)
+        try:
+            spec["pattern"] = None if pattern is None else re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(src, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}") from None
+    return FieldSpec(**spec)
+
+
+def _template(src: Path, key: str, raw: dict) -> PromptTemplate:
+    given = [k for k in _TEMPLATE if k in raw]
+    if len(given) != 1:
+        raise ConfigError(src, f"{key}.template", ("both given" if given else "missing")
+                          + ": give exactly one of 'template' (a file, relative to the recipe or "
+                          "to templates/) or 'template_inline' (the template text)")
+    tkey = f"{key}.{given[0]}"
+    value = _str(src, tkey, raw[given[0]])
+    if given[0] == "template_inline":
+        return compile_template(value, str(src), tkey)
+    return load_template_file(value, [src.parent, src.parent.parent / "templates"], str(src), tkey)
+
+
+def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """Options (inline or from a .txt/.csv file) and their normalised weights."""
+    if "options" in raw and "options_file" in raw:
+        raise ConfigError(src, f"{key}.options_file", "give 'options' or 'options_file', not both")
+    weights, okey = None, f"{key}.options"
+    if "options" in raw:
+        if not isinstance(raw["options"], list):
+            raise ConfigError(src, okey, f"expected a list of options, got {_show(raw['options'])}")
+        options = [str(item).strip() for item in raw["options"]]
+        for i, item in enumerate(raw["options"]):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)) or not options[i]:
+                hint = " (quote it: YAML reads yes/no/true/false as booleans)" * isinstance(item, bool)
+                raise ConfigError(src, f"{okey}[{i}]", f"expected a non-empty string, got {_show(item)}{hint}")
+    else:
+        okey = f"{key}.options_file"
+        options, weights = _read_options_file(src, okey, _str(src, okey, raw["options_file"]))
+    if not options:
+        raise ConfigError(src, okey, "empty options: expected at least one option")
+    duplicates = sorted(o for o, n in Counter(options).items() if n > 1)
+    if duplicates:
+        raise ConfigError(src, okey, f"duplicate options: {', '.join(map(repr, duplicates[:5]))}")
+    wkey = okey
+    if "weights" in raw:
+        if weights is not None:
+            raise ConfigError(src, f"{key}.weights", "the options file already gives weights")
+        weights, wkey = raw["weights"], f"{key}.weights"
+        if not isinstance(weights, list) or len(weights) != len(options):
+            got = len(weights) if isinstance(weights, list) else _show(weights)
+            raise ConfigError(src, wkey, f"expected a list of {len(options)} weights "
+                                         f"(one per option), got {got}")
+    if weights is None:
+        return tuple(options), None
+    for i, w in enumerate(weights):
+        _num(src, f"{wkey}[{i}]", w, float, low=0)
+    if sum(weights) <= 0:
+        raise ConfigError(src, wkey, "weights must sum to more than 0")
+    return tuple(options), tuple(float(w) / sum(weights) for w in weights)
+
+
+def _read_options_file(src: Path, key: str, value: str) -> tuple[list[str], list[float] | None]:
+    """A .txt file (one option per line, blank lines skipped) or a .csv with 'value[,weight]'."""
+    path = src.parent / value
+    if not path.is_file():
+        raise ConfigError(src, key, f"file not found: {path} (paths are relative to the recipe)")
+    if path.suffix not in (".txt", ".csv"):
+        raise ConfigError(src, key, f"{path}: expected a .txt file (one option per line) or a "
+                                    ".csv file with header 'value,weight'")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(src, key, f"cannot read {path}: {exc}") from None
+    if path.suffix == ".txt":
+        return [line.strip() for line in lines if line.strip()], None
+    reader = csv.reader(lines)
+    header = next(reader, [])
+    if header not in (["value"], ["value", "weight"]):
+        raise ConfigError(src, key, f"{path}: expected a header row 'value,weight' (or 'value')")
+    options, weights = [], []
+    for row in reader:
+        if not row or not row[0].strip():
+            continue
+        if len(row) != len(header) or len(row) == 2 and not _FLOAT_RE.fullmatch(row[1].strip()):
+            raise ConfigError(src, key, f"{path} line {reader.line_num}: expected "
+                                        f"{','.join(header)}, got {','.join(row)!r}")
+        options.append(row[0].strip())
+        weights.append(float(row[1]) if len(row) == 2 else 1.0)
+    return options, (weights if len(header) == 2 else None)
+
+
+def _topological_order(src: Path, fields: dict[str, FieldSpec]) -> tuple[str, ...]:
+    """Check the references; order dependencies first, else in declaration order (stable)."""
+    for f in fields.values():
+        if f.name in f.depends_on:
+            raise ConfigError(src, f.template.key, f"field '{f.name}' refers to itself")
+        unknown = sorted(f.depends_on - fields.keys())
+        if unknown:
+            raise ConfigError(src, f.template.key, f"undefined template variable '{unknown[0]}' "
+                                                   f"(known fields: {', '.join(fields)})")
+    order: list[str] = []
+    pending = list(fields)
+    while pending:
+        ready = next((n for n in pending if fields[n].depends_on <= set(order)), None)
+        if ready is None:  # every pending field waits on another pending one: a cycle
+            path = [pending[0]]
+            while path.count(path[-1]) < 2:
+                path.append(next(n for n in pending if n in fields[path[-1]].depends_on))
+            cycle = path[path.index(path[-1]):]
+            raise ConfigError(src, fields[cycle[0]].template.key,
+                              f"reference cycle: {' -> '.join(cycle)}")
+        pending.remove(ready)
+        order.append(ready)
+    return tuple(order)
+
+
+def _names(src: Path, key: str, value: object, known: dict, what: str = "field") -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(src, key, f"expected a list of field names, got {_show(value)}")
+    for i, name in enumerate(value):
+        if name not in known or name in value[:i]:
+            problem = f"'{name}' is listed twice" if name in known else f"unknown {what} '{name}'"
+            raise ConfigError(src, f"{key}[{i}]", f"{problem} (expected one of: "
+                                                  f"{', '.join(known) or 'none in this recipe'})")
+    return tuple(value)
+
+
+def _output(src: Path, value: object, fields: dict) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(src, "output", f"expected a mapping, got {_show(value)}")
+    _check_keys(src, "output", value, ("messages",), "output")
+    if "messages" not in value:
+        return {}
+    messages, key = value["messages"], "output.messages"
+    if not isinstance(messages, dict):
+        raise ConfigError(src, key, f"expected a mapping of role to field, got {_show(messages)}")
+    _check_keys(src, key, messages, _MESSAGE_ROLES, key)
+    for role in _MESSAGE_ROLES:
+        if (role in messages or role != "system") and messages.get(role) not in list(fields):
+            raise ConfigError(src, f"{key}.{role}", f"expected a field name (one of: {', '.join(fields)})")
+    return {"messages": {role: messages[role] for role in _MESSAGE_ROLES if role in messages}}
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_keys(src: Path, key: str | None, data: dict, allowed: tuple[str, ...], what: str) -> None:
+    for k in data:
+        if k not in allowed:
+            raise ConfigError(src, f"{key}.{k}" if key else str(k),
+                              f"unknown key; allowed in {what}: {', '.join(allowed)}")
+
+
+def _num(src: Path, key: str, value: object, kind: type = int, low: float | None = None,
+         high: float | None = None, open_low: bool = False):
+    """An int (or, with ``kind=float``, a finite number) within [low, high]."""
+    ok = isinstance(value, (int,) if kind is int else (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (low is None or (value > low if open_low else value >= low))
+    if not ok or (high is not None and value > high):
+        bounds = [f"{'>' if open_low else '>='} {low}"] * (low is not None) + [f"<= {high}"] * (high is not None)
+        what = ("an integer" if kind is int else "a number") + (" " + " and ".join(bounds) if bounds else "")
+        raise ConfigError(src, key, f"expected {what}, got {_show(value)}")
+    return kind(value)
+
+
+def _str(src: Path, key: str, value: object, optional: bool = False) -> str | None:
+    if not isinstance(value, str) and not (optional and value is None):
+        raise ConfigError(src, key, f"expected a string, got {_show(value)}")
+    return value

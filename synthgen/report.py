@@ -1,0 +1,400 @@
+"""The diversity report: ``report.json`` (the contract in design.md), ``report.md``
+and one bar chart per categorical field.
+
+Counting rules: ``unique``, entropies, top values and distances count the
+non-null values of *kept* records only; when a field's option set is known,
+values outside it are invalid and never count as diversity. Ideals are those
+of a perfect sampler over the same options at the same N
+(``reference/diversity.md`` §2). Undefined or infinite numbers are written as
+``null``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synthgen import diversity as dv
+from synthgen.errors import SynthgenError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("choice", "integer", "text", "sample", "unknown")
+TEXT_MIN_MEAN_WORDS = 8  # report_dataset: string columns with more words on average are free text
+
+
+@dataclass
+class FieldInfo:
+    name: str
+    kind: str
+    options: tuple[str, ...] | None = None
+    weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.weights is not None and (self.options is None or len(self.weights) != len(self.options)):
+            raise ValueError(f"field {self.name!r}: weights need options of the same length")
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: nan/inf -> None, numpy scalars -> Python, unknown objects -> str."""
+    if isinstance(x, Mapping):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (str, bool, int)):
+        return x
+    if hasattr(x, "item"):  # numpy scalar
+        return _clean(x.item())
+    return str(x)
+
+
+def _value_counts(series: pl.Series) -> dict[Any, int]:
+    s = series.drop_nulls()
+    if s.dtype.is_float():
+        s = s.drop_nans()
+    if s.dtype.is_nested() or s.dtype == pl.Object:
+        s = pl.Series([json.dumps(v, default=str, ensure_ascii=False) for v in s.to_list()], dtype=pl.String)
+    vc = s.rename("value").value_counts(name="n")
+    return dict(zip(vc["value"].to_list(), vc["n"].to_list()))
+
+
+def _key(v: Any) -> str:
+    return v if isinstance(v, str) else str(v)
+
+
+def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mapping[str, int] | None,
+                  top_k: int) -> dict[str, Any]:
+    counts = _value_counts(series)
+    non_null = sum(counts.values())
+    options = info.options
+    if options is not None:
+        allowed = set(options)
+        counts = {v: c for v, c in counts.items() if _key(v) in allowed}
+    n = sum(counts.values())
+    k = len(options) if options is not None else None
+    target: dict[str, float] | None = None
+    if options is not None and k:
+        weights = info.weights if info.weights is not None else (1.0,) * k
+        total_w = float(sum(weights))
+        target = {o: w / total_w for o, w in zip(options, weights)}
+
+    top = dv.top_values(counts, top_k)
+    top_rows = [{"value": v, "count": c, "share": s} for v, c, s in top]
+    if target is not None and info.weights is not None:
+        for row in top_rows:
+            row["target_share"] = target.get(_key(row["value"]), 0.0)
+
+    if stats is not None and stats.get("drawn"):  # retries included: the generator's own tally
+        valid_rate = stats.get("valid", 0) / stats["drawn"]
+    else:
+        valid_rate = (n if options is not None else non_null) / n_kept if n_kept else None
+
+    out: dict[str, Any] = {
+        "kind": info.kind,
+        "n": n,
+        "unique": len(counts),
+        "entropy_bits": dv.entropy_bits(counts),
+        "normalized_entropy": dv.normalized_entropy(counts, k) if n else None,
+        "top1_value": top[0][0] if top else None,
+        "top1_share": top[0][2] if top else None,
+        "top_values": top_rows,
+        "valid_rate": valid_rate,
+        "k": k,
+        "coverage": len(counts) / k if k else None,
+        **dict.fromkeys(("expected_unique_ideal", "coverage_ratio", "ideal_entropy_bits", "gap_entropy_bits",
+                         "kl_to_target", "ideal_kl", "kl_excess")),
+        "singleton_share": dv.singleton_share(counts),
+    }
+    if target is not None and n:
+        q = list(target.values())
+        support = sum(1 for w in q if w > 0)
+        ideal_unique = dv.expected_unique_uniform(k, n) if info.weights is None else dv.expected_unique(n, q)
+        ideal_h = dv.expected_entropy_bits(n, q)
+        kl = dv.kl_divergence({_key(v): c for v, c in counts.items()}, target)
+        out.update(
+            expected_unique_ideal=ideal_unique,
+            coverage_ratio=len(counts) / ideal_unique,
+            ideal_entropy_bits=ideal_h,
+            gap_entropy_bits=ideal_h - out["entropy_bits"],
+            kl_to_target=kl,
+            ideal_kl=dv.ideal_kl(support, n),
+            kl_excess=kl - dv.ideal_kl(support, n),
+        )
+    if info.kind == "text":
+        texts = [_key(v) for v in series.drop_nulls().to_list()]
+        out.update(
+            distinct_1=dv.distinct_n(texts, 1),
+            distinct_2=dv.distinct_n(texts, 2),
+            compression_ratio=dv.compression_ratio(texts),
+            mean_words=sum(len(t.split()) for t in texts) / len(texts) if texts else None,
+        )
+    return out
+
+
+def _records(df: pl.DataFrame, fields: Sequence[FieldInfo]) -> dict[str, Any]:
+    cols = [f.name for f in fields] or df.columns
+    tuple_cols = [f.name for f in fields if f.kind != "text"]
+    out: dict[str, Any] = {"unique_share": df.select(cols).n_unique() / df.height if df.height else None,
+                           "tuple_fields": tuple_cols, "unique_tuples": None, "tuple_entropy_bits": None}
+    if tuple_cols and df.height:
+        sizes = df.group_by(tuple_cols).len()["len"].to_list()
+        out.update(unique_tuples=len(sizes), tuple_entropy_bits=dv.entropy_bits(sizes))
+    return out
+
+
+def build_report(
+    df: pl.DataFrame,
+    fields: Sequence[FieldInfo],
+    *,
+    recipe: str | None,
+    n_requested: int,
+    n_generated: int,
+    removed: Mapping[str, int],
+    field_stats: Mapping[str, Mapping[str, int]] | None = None,
+    timing: Mapping[str, float] | None = None,
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """The ``report.json`` dict for the kept records ``df`` (JSON-safe, nan/inf as None)."""
+    missing = [f.name for f in fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"build_report: field(s) {missing} not in the frame's columns {df.columns}")
+    field_stats = field_stats or {}
+    timing = dict(timing or {})
+    seconds = timing.get("seconds")
+    if "records_per_second" not in timing:
+        timing["records_per_second"] = n_generated / seconds if seconds else None
+    timing.setdefault("seconds", None)
+    report = {
+        "recipe": recipe,
+        "n_requested": n_requested,
+        "n_generated": n_generated,
+        "n_kept": df.height,
+        "removed": {"invalid": 0, "exact_duplicates": 0, "near_duplicates": 0, **removed},
+        "fields": {f.name: _field_report(df[f.name], f, df.height, field_stats.get(f.name), top_k) for f in fields},
+        "records": _records(df, fields),
+        "timing": timing,
+    }
+    return _clean(report)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    s = " ".join(str(value).split())
+    s = s if len(s) <= width else s[: width - 1] + "…"
+    return s.replace("|", "\\|")
+
+
+def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
+    rm, t = report["removed"], report["timing"]
+    lines = [f"# synthgen report{': ' + str(report['recipe']) if report.get('recipe') else ''}", "",
+             f"- records: {report['n_requested']} requested, {report['n_generated']} generated, "
+             f"**{report['n_kept']} kept**",
+             f"- removed: {rm['invalid']} invalid, {rm['exact_duplicates']} exact duplicates, "
+             f"{rm['near_duplicates']} near duplicates"]
+    if t.get("seconds") is not None:
+        lines.append(f"- time: {_fmt(t['seconds'], 1)} s ({_fmt(t['records_per_second'], 2)} records/s)")
+    lines += [
+        "", "Ideals are those of a perfect sampler over the same options with the same number of values "
+        "(coverage ratio 1, entropy gap 0); – means the option set is open.", "", "## Fields", "",
+        "| field | kind | unique / ideal | coverage ratio | entropy bits (ideal) | norm. entropy "
+        "| KL to target (ideal) | top-1 | top-1 share | valid rate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, f in report["fields"].items():
+        lines.append(
+            f"| {_cell(name)} | {f['kind']} | {f['unique']} / {_fmt(f['expected_unique_ideal'], 1)} "
+            f"| {_fmt(f['coverage_ratio'])} | {_fmt(f['entropy_bits'])} ({_fmt(f['ideal_entropy_bits'])}) "
+            f"| {_fmt(f['normalized_entropy'])} | {_fmt(f['kl_to_target'])} ({_fmt(f['ideal_kl'])}) "
+            f"| {_cell(_fmt(f['top1_value']), 30)} | {_fmt(f['top1_share'])} | {_fmt(f['valid_rate'])} |"
+        )
+    texts = {n: f for n, f in report["fields"].items() if f["kind"] == "text"}
+    if texts:
+        lines += ["", "## Free text", "", "| field | distinct-1 | distinct-2 | compression ratio | mean words |",
+                  "|---|---|---|---|---|"]
+        for name, f in texts.items():
+            lines.append(f"| {_cell(name)} | {_fmt(f['distinct_1'])} | {_fmt(f['distinct_2'])} "
+                         f"| {_fmt(f['compression_ratio'], 2)} | {_fmt(f['mean_words'], 1)} |")
+    r = report["records"]
+    lines += ["", "## Records", "", f"- unique records: {_fmt(r['unique_share'])} of kept"]
+    if r.get("unique_tuples") is not None:
+        lines.append(f"- unique ({', '.join(r['tuple_fields'])}) tuples: {r['unique_tuples']} "
+                     f"(entropy {_fmt(r['tuple_entropy_bits'])} bits)")
+    lines += ["", "## Top values"]
+    for name, f in report["fields"].items():
+        if f["kind"] == "text" or not f["top_values"]:
+            continue
+        lines += ["", f"### {name}", ""]
+        if name in plots:
+            lines += [f"![{name}]({plots[name]})", ""]
+        lines += ["| value | count | share |", "|---|---|---|"]
+        lines += [f"| {_cell(v['value'])} | {v['count']} | {_fmt(v['share'])} |" for v in f["top_values"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(name: str, f: Mapping[str, Any]) -> bytes:
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no figure registry
+
+    top = f["top_values"]
+    labels = [_cell(v["value"], 30) for v in reversed(top)]
+    shares = [v["share"] for v in reversed(top)]
+    fig = Figure(figsize=(7, 1.2 + 0.35 * len(top)), layout="tight")
+    ax = fig.add_subplot()
+    ax.barh(range(len(top)), shares, color="#4C72B0")
+    ax.set_yticks(range(len(top)), labels)
+    if f.get("k"):
+        ax.axvline(1 / f["k"], color="#C44E52", linestyle="--", label=f"uniform ideal 1/{f['k']}")
+    if any("target_share" in v for v in top):
+        ax.scatter([v.get("target_share", 0.0) for v in reversed(top)], range(len(top)), color="#C44E52",
+                   marker="|", s=200, zorder=3, label="target share")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel("share of kept values")
+    ax.set_title(f"{name}: top {len(top)} of {f['unique']} unique")
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # layout and text are drawn here
+        # Names in scripts the default font lacks are drawn as boxes; that is not an error.
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def write_report(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Write report.json, report.md and plot_<field>.png (non-text fields); return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    plots: dict[str, str] = {}
+    for name, f in report["fields"].items():
+        if f["kind"] != "text" and f["top_values"]:
+            png = "plot_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"
+            written.append(_atomic_write(out_dir / png, _plot(name, f)))
+            plots[name] = written[-1].name
+    text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    written.insert(0, _atomic_write(out_dir / "report.json", text.encode("utf-8")))
+    written.insert(1, _atomic_write(out_dir / "report.md", _markdown(report, plots).encode("utf-8")))
+    return written
+
+
+# ---------------------------------------------------------------- existing datasets
+
+_EXPECTED = ("a .parquet or .jsonl file, a datasets directory (save_to_disk) "
+             "or a generate output directory with records.parquet")
+
+
+def _read_file(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".jsonl", ".ndjson", ".json"):
+        raise SynthgenError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected {_EXPECTED}")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip()
+        if not head:
+            return pl.DataFrame()
+        if suffix == ".json" and head.startswith(b"["):
+            return pl.read_json(path)
+        return pl.read_ndjson(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        kind = "parquet" if suffix in (".parquet", ".pq") else "JSON lines"
+        raise SynthgenError(f"{path}: cannot read as {kind}: {e}") from e
+
+
+def _read_hf(path: Path) -> pl.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            split = "train" if "train" in ds else next(iter(ds)) if len(ds) == 1 else None
+            if split is None:
+                raise SynthgenError(f"{path}: a DatasetDict with splits {list(ds)}; "
+                                    "pass one split's directory (e.g. .../train)")
+            ds = ds[split]
+        return ds.to_polars()
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as e:
+        raise SynthgenError(f"{path}: cannot load as a datasets directory: {e}") from e
+
+
+def load_dataset_table(path: Path) -> pl.DataFrame:
+    """Load a parquet/jsonl file, an HF ``save_to_disk`` directory or a generate output dir."""
+    path = Path(path)
+    if not path.exists():
+        raise SynthgenError(f"{path}: no such file or directory; expected {_EXPECTED}")
+    if path.is_dir():
+        if (path / "records.parquet").is_file():
+            df = _read_file(path / "records.parquet")
+        elif any((path / n).is_file() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            df = _read_hf(path)
+        elif (path / "dataset" / "state.json").is_file():
+            df = _read_hf(path / "dataset")
+        else:
+            raise SynthgenError(f"{path}: directory holds no dataset; expected {_EXPECTED}")
+    else:
+        df = _read_file(path)
+    if df.height == 0 or df.width == 0:
+        raise SynthgenError(f"{path}: the dataset is empty (no records)")
+    return df
+
+
+def infer_field(series: pl.Series) -> FieldInfo:
+    """Kind of an existing column: long strings are text, integers 'integer', the rest open categories."""
+    if series.dtype == pl.String:
+        mean_words = series.drop_nulls().str.extract_all(r"\S+").list.len().mean()
+        return FieldInfo(series.name, "text" if (mean_words or 0) > TEXT_MIN_MEAN_WORDS else "unknown")
+    if series.dtype.is_integer():
+        return FieldInfo(series.name, "integer")
+    return FieldInfo(series.name, "unknown")
+
+
+def report_dataset(path: Path, out_dir: Path | None = None, fields: Sequence[str] | None = None) -> dict:
+    """Report on an existing dataset (no dedup); writes into ``out_dir`` (default: a ``report``
+    folder beside the file, or inside the directory) and returns the report."""
+    path = Path(path)
+    df = load_dataset_table(path)
+    if fields:
+        wanted = list(dict.fromkeys(fields))
+        unknown = [f for f in wanted if f not in df.columns]
+        if unknown:
+            raise SynthgenError(f"{path}: unknown field(s) {', '.join(unknown)}; "
+                                f"available columns: {', '.join(df.columns)}")
+        df = df.select(wanted)
+    infos = [infer_field(df[c]) for c in df.columns]
+    report = build_report(df, infos, recipe=None, n_requested=df.height, n_generated=df.height, removed={})
+    report["source"] = str(path)
+    out = Path(out_dir) if out_dir is not None else (path if path.is_dir() else path.parent) / "report"
+    report["report_dir"] = str(out)
+    write_report(report, out)
+    log.info("report on %s (%d records) written to %s", path, df.height, out)
+    return report

@@ -1,0 +1,252 @@
+"""Diffuse fine-tuning (``synthgen train``): the paper's method.
+
+For each task the loss is ``-Σ_y w_y · log p(y + end-of-turn | prompt)``; its
+minimum is the entropy ``H(w)`` of the target weights, reached when the model's
+distribution over complete answers equals ``w``. The prompt is encoded once per
+task and shared by all its targets (:func:`synthgen.engine.option_logprobs`),
+with the gradient flowing through it. One AdamW step per task, tasks shuffled
+every epoch, gradient norm clipped.
+
+Early stopping follows the paper: a family whose answers are an open set
+(names, cities, …) stops training once its epoch loss is within ``(1+γ)`` of
+its optimum, so the model does not learn to produce only the listed targets;
+closed families (numbers, days) train until within ``(1+tol)``. The run ends
+when every family has stopped or after ``epochs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from synthgen.errors import ConfigError, SynthgenError
+from synthgen.tasks import Task, load_tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraOptions:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+
+
+@dataclass
+class TrainConfig:
+    """A training config (YAML). Paths are relative to the config file."""
+
+    tasks: str
+    model: str | None = None
+    families: list[str] | None = None
+    exclude_families: list[str] = field(default_factory=list)
+    open_families: list[str] = field(default_factory=list)
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-5
+    clip_norm: float = 1.0
+    gamma: float = 0.2
+    tol: float = 0.02
+    seed: int = 0
+    chunk_size: int = 256
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<config>") -> TrainConfig:
+        _check_keys(data, cls, source, "", skip={"source"})
+        if "tasks" not in data:
+            raise ConfigError(source, "tasks", "required key missing (path to a task file, JSONL)")
+        lora = data.get("lora") or {}
+        if not isinstance(lora, dict):
+            raise ConfigError(source, "lora", f"expected a mapping, got {type(lora).__name__}")
+        _check_keys(lora, LoraOptions, source, "lora.")
+        values = {k: v for k, v in data.items() if k != "lora"}
+        config = cls(**values, lora=LoraOptions(**lora), source=source)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        src = self.source
+        for name, kind in (("epochs", int), ("seed", int), ("chunk_size", int)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
+                raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
+        for name in ("lr", "weight_decay", "adam_eps", "clip_norm", "gamma", "tol"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+                raise ConfigError(src, name, f"expected a non-negative number, got {value!r}")
+        for name in ("families", "exclude_families", "open_families"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                raise ConfigError(src, name, f"expected a list of family names, got {value!r}")
+        if not isinstance(self.lora.rank, int) or self.lora.rank <= 0:
+            raise ConfigError(src, "lora.rank", f"expected a positive integer, got {self.lora.rank!r}")
+        if not isinstance(self.lora.alpha, (int, float)) or self.lora.alpha <= 0:
+            raise ConfigError(src, "lora.alpha", f"expected a positive number, got {self.lora.alpha!r}")
+        if not self.lora.target_modules or not all(isinstance(m, str) for m in self.lora.target_modules):
+            raise ConfigError(src, "lora.target_modules", "expected a non-empty list of module names")
+
+
+def _check_keys(data: dict, cls, source: str, prefix: str, skip=frozenset()) -> None:
+    allowed = {f.name for f in fields(cls)} - set(skip)
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, None, "config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(path, None, f"invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, "expected a mapping of config keys")
+    config = TrainConfig.from_dict(data, source=str(path))
+    config.tasks = str((path.parent / config.tasks).resolve()) if not Path(config.tasks).is_absolute() else config.tasks
+    return config
+
+
+def config_tasks(config: TrainConfig) -> list[Task]:
+    if not Path(config.tasks).is_file():
+        raise ConfigError(config.source, "tasks", f"task file not found: {config.tasks}")
+    every = load_tasks(config.tasks)
+    known = {t.family for t in every}
+    for key in ("families", "exclude_families", "open_families"):
+        for fam in getattr(config, key) or ():
+            if fam not in known:
+                raise ConfigError(config.source, key, f"unknown family {fam!r}; {config.tasks} has: {', '.join(sorted(known))}")
+    keep = set(config.families or known) - set(config.exclude_families)
+    tasks = [t for t in every if t.family in keep]
+    if not tasks:
+        raise ConfigError(config.source, "families", "no tasks left after family selection")
+    return tasks
+
+
+# ------------------------------------------------------------------ the loss
+def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``-Σ w_y log p(y + end | prompt)`` with the prompt encoded once."""
+    from synthgen.engine import option_logprobs
+
+    prompt_ids, options_ids = encoded
+    logp = option_logprobs(model, prompt_ids, options_ids, chunk_size)
+    return -(weights * logp).sum()
+
+
+def lora_model(base_model, options: LoraOptions):
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in base_model.named_modules()}
+    missing = [m for m in options.target_modules if m not in present]
+    if missing:
+        raise SynthgenError(f"lora.target_modules: {missing} not found in the model (it has e.g. {sorted(present)[:12]})")
+    config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                        target_modules=list(options.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(base_model, config)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs_run: int
+    final_loss: float
+    optimal_loss: float
+    seconds: float
+    stopped_early: bool
+
+
+def train(config: TrainConfig, out_dir: str | Path,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a diffuse LoRA adapter and save it (safetensors) with ``training.json``."""
+    from synthgen.engine import TransformersEngine
+
+    tasks = config_tasks(config)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
+        raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    engine = TransformersEngine.load(config.model, adapter="none", device="cpu")
+    model = lora_model(engine.model, config.lora)
+    model.train()
+    encoded = {}
+    weights = {}
+    for t in tasks:
+        text = engine.format_prompt(t.prompt)
+        prompt_ids = engine.encode_prompt(t.prompt)
+        encoded[t.id] = (prompt_ids, engine.encode_options(text, prompt_ids, t.targets))
+        weights[t.id] = torch.tensor(t.weights, dtype=torch.float32)
+    optimum = {t.id: t.entropy() for t in tasks}
+    families = sorted({t.family for t in tasks})
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  eps=config.adam_eps, weight_decay=config.weight_decay)
+    history: list[dict] = []
+    epoch_losses: list[dict] = []
+    active = set(families)
+    start = time.perf_counter()
+    step = 0
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        order = [t for t in tasks if t.family in active]
+        random.shuffle(order)
+        fam_loss = {f: 0.0 for f in active}
+        for t in order:
+            optimizer.zero_grad(set_to_none=True)
+            loss = task_loss(model, encoded[t.id], weights[t.id], config.chunk_size)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            fam_loss[t.family] += value
+            history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id]})
+            if on_step:
+                on_step({"step": step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
+        record = {"epoch": epoch, "families": {}}
+        for fam in sorted(fam_loss):
+            opt = sum(optimum[t.id] for t in tasks if t.family == fam)
+            slack = config.gamma if fam in config.open_families else config.tol
+            done = fam_loss[fam] <= (1 + slack) * opt + 1e-6
+            record["families"][fam] = {"loss": fam_loss[fam], "optimal": opt, "stopped": done}
+            if done:
+                active.discard(fam)
+        record["loss"] = sum(fam_loss.values())
+        record["optimal"] = sum(optimum[t.id] for t in order)
+        epoch_losses.append(record)
+        log.info("epoch %d: loss %.3f (optimum %.3f), families still training: %d",
+                 epoch, record["loss"], record["optimal"], len(active))
+        if not active:
+            break
+    seconds = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    summary = {
+        "config": {k: v for k, v in asdict(config).items()},
+        "model": engine.model_name,
+        "tasks": [{"id": t.id, "family": t.family, "k": len(t.targets)} for t in tasks],
+        "optimal_loss": sum(optimum.values()),
+        "final_epoch_loss": epoch_losses[-1]["loss"] if epoch_losses else None,
+        "epochs_run": epoch,
+        "stopped_early": not active,
+        "wall_seconds": seconds,
+        "epochs": epoch_losses,
+        "steps": history,
+    }
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return TrainResult(out_dir, epoch, summary["final_epoch_loss"] or 0.0, summary["optimal_loss"], seconds, not active)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from synthgen.engine import TransformersEngine, naive_option_logprobs
+from synthgen.errors import ConfigError
+from synthgen.tasks import Task, save_tasks
+from synthgen.train import LoraOptions, TrainConfig, load_config, lora_model, task_loss, train
+
+TASKS = [
+    Task(id="n", family="numbers", prompt="Pick a number between 1 and 10.",
+         targets=tuple(str(i) for i in range(1, 11)), weights=tuple([0.1] * 10)),
+    Task(id="f", family="fruits", prompt="Pick a fruit.",
+         targets=("apple", "banana", "cherry", "mango"), weights=(0.4, 0.3, 0.2, 0.1)),
+]
+
+
+@pytest.fixture
+def suite(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    save_tasks(TASKS, path)
+    return path
+
+
+def write_config(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shared_prompt_loss_and_gradients_match_naive(tiny_model_dir):
+    engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
+    torch.manual_seed(0)
+    model = lora_model(engine.model, LoraOptions(rank=4, alpha=8))
+    # Move LoRA B away from zero so the adapter changes the outputs and has gradients everywhere.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    task = TASKS[0]
+    prompt_ids = engine.encode_prompt(task.prompt)
+    encoded = (prompt_ids, engine.encode_options(engine.format_prompt(task.prompt), prompt_ids, task.targets))
+    weights = torch.tensor(task.weights)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    loss = task_loss(model, encoded, weights, chunk_size=4)  # several chunks
+    fast = torch.autograd.grad(loss, params)
+    naive_loss = -(weights * naive_option_logprobs(model, *encoded)).sum()
+    slow = torch.autograd.grad(naive_loss, params)
+
+    assert abs(loss.item() - naive_loss.item()) < 1e-4
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a - b).abs().max()
+    assert any(g.abs().max() > 0 for g in fast)
+
+
+def test_training_moves_loss_toward_optimum(tiny_model_dir, suite, tmp_path):
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=8, lr=2e-2, tol=0.0,
+                         lora=LoraOptions(rank=4, alpha=8))
+    result = train(config, tmp_path / "adapter")
+    info = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    first, last = info["epochs"][0]["loss"], info["epochs"][-1]["loss"]
+    optimum = info["optimal_loss"]
+    assert optimum == pytest.approx(TASKS[0].entropy() + TASKS[1].entropy())
+    assert last < first
+    assert (last - optimum) < 0.7 * (first - optimum)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert result.epochs_run == 8
+    # the saved adapter loads and scores
+    engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
+    assert len(engine.score(TASKS[1].prompt, TASKS[1].targets)) == 4
+
+
+def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
+    # gamma so large that the first epoch already qualifies: training stops after one epoch.
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=5, gamma=100.0, tol=100.0,
+                         open_families=["fruits"])
+    result = train(config, tmp_path / "a")
+    assert result.epochs_run == 1 and result.stopped_early
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("tasks: t.jsonl\nbogus: 1\n", "bogus", "unknown key"),
+        ("model: x\n", "tasks", "required"),
+        ("tasks: missing.jsonl\n", "tasks", "not found"),
+        ("tasks: t.jsonl\nepochs: 0\n", "epochs", "positive integer"),
+        ("tasks: t.jsonl\nlr: -1\n", "lr", "non-negative"),
+        ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "positive integer"),
+        ("tasks: t.jsonl\nlora: {ranks: 4}\n", "lora.ranks", "unknown key"),
+        ("tasks: t.jsonl\nopen_families: [nope]\n", "open_families", "unknown family"),
+        ("tasks: t.jsonl\nfamilies: [nope]\n", "", "nope"),
+        ("tasks: [unclosed\n", "", "invalid YAML"),
+        ("- a list\n", "", "mapping"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
+    (tmp_path / "t.jsonl").write_text(suite.read_text())
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        from synthgen.train import config_tasks
+
+        config_tasks(load_config(path))
+    assert str(path) in str(err.value)
+    assert key in str(err.value) and message in str(err.value)

@@ -62,6 +62,7 @@ class TrainConfig:
     tol: float = 0.02
     seed: int = 0
     chunk_size: int = 256
+    max_targets_per_step: int | None = None
     lora: LoraOptions = field(default_factory=LoraOptions)
     source: str = ""
 
@@ -85,6 +86,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
                 raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
+        if self.max_targets_per_step is not None and (
+                not isinstance(self.max_targets_per_step, int) or self.max_targets_per_step <= 0):
+            raise ConfigError(src, "max_targets_per_step", f"expected a positive integer or null, got {self.max_targets_per_step!r}")
         for name in ("lr", "weight_decay", "adam_eps", "clip_norm", "gamma", "tol"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
@@ -149,6 +153,18 @@ def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.
     return -(weights * logp).sum()
 
 
+def subsample(encoded, weights: torch.Tensor, limit: int | None, rng: random.Random):
+    """At most ``limit`` targets of a task, drawn without replacement, with the
+    weights scaled by K/limit so the loss stays an unbiased estimate of the full
+    one (None = every target, the paper's full objective)."""
+    prompt_ids, options_ids = encoded
+    k = len(options_ids)
+    if limit is None or k <= limit:
+        return encoded, weights
+    idx = sorted(rng.sample(range(k), limit))
+    return (prompt_ids, [options_ids[i] for i in idx]), weights[idx] * (k / limit)
+
+
 def lora_model(base_model, options: LoraOptions):
     from peft import LoraConfig, get_peft_model
 
@@ -180,7 +196,7 @@ def train(config: TrainConfig, out_dir: str | Path,
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
         raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
-    random.seed(config.seed)
+    rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     engine = TransformersEngine.load(config.model, adapter="none", device="cpu")
     model = lora_model(engine.model, config.lora)
@@ -204,11 +220,12 @@ def train(config: TrainConfig, out_dir: str | Path,
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         order = [t for t in tasks if t.family in active]
-        random.shuffle(order)
+        rng.shuffle(order)
         fam_loss = {f: 0.0 for f in active}
         for t in order:
             optimizer.zero_grad(set_to_none=True)
-            loss = task_loss(model, encoded[t.id], weights[t.id], config.chunk_size)
+            batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, rng)
+            loss = task_loss(model, batch, w, config.chunk_size)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()

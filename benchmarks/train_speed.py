@@ -1,0 +1,107 @@
+"""Training speed: shared-prompt loss vs the naive per-target computation.
+
+For every task of the suite (or the chosen families), the loss
+``-Σ w_y log p(y + end | prompt)`` and its gradient are computed two ways on
+the default model with a fresh LoRA adapter (no optimizer step, so both see the
+same weights):
+
+* shared: the prompt is encoded once, the targets run on its KV cache
+  (``synthgen.train.task_loss``, what ``synthgen train`` does);
+* naive: the paper's implementation style, every target its own row holding
+  the full prompt + target, in minibatches of 32 rows.
+
+Reports seconds per epoch (one pass over the tasks, all targets) for each, the
+ratio, and the largest loss difference.
+
+    python benchmarks/train_speed.py --families numbers,days_dates,colors,countries
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from synthgen.engine import TransformersEngine
+from synthgen.tasks import load_tasks
+from synthgen.train import LoraOptions, lora_model, task_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def naive_loss(model, prompt_ids, options_ids, weights, batch=32, pad_id=0):
+    """Each target a full row (prompt + target), right-padded, 32 rows a batch."""
+    total = 0.0
+    plen = len(prompt_ids)
+    for start in range(0, len(options_ids), batch):
+        chunk = options_ids[start : start + batch]
+        width = plen + max(len(o) for o in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, opt in enumerate(chunk):
+            row = list(prompt_ids) + list(opt)
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        tok = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        target_mask = torch.zeros_like(tok)
+        for i, opt in enumerate(chunk):
+            target_mask[i, plen - 1 : plen - 1 + len(opt)] = 1
+        seq = (tok * target_mask).sum(1)
+        part = -(weights[start : start + batch] * seq).sum()
+        part.backward()
+        total += float(part)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=str(ROOT / "recipes/diffuse/tasks.jsonl"))
+    parser.add_argument("--families", default=None, help="comma-separated (default: the whole suite)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train_speed.json"))
+    args = parser.parse_args()
+    families = args.families.split(",") if args.families else None
+    tasks = load_tasks(args.tasks, families=families)
+    engine = TransformersEngine.load(None, adapter="none", device="cpu")
+    torch.manual_seed(0)
+    model = lora_model(engine.model, LoraOptions(rank=8, alpha=16))
+    encoded = []
+    for t in tasks:
+        pid = engine.encode_prompt(t.prompt)
+        encoded.append((pid, engine.encode_options(engine.format_prompt(t.prompt), pid, t.targets),
+                        torch.tensor(t.weights)))
+    shared_s = naive_s = 0.0
+    max_diff = 0.0
+    for (pid, oids, w), t in zip(encoded, tasks):
+        model.zero_grad()
+        start = time.perf_counter()
+        loss = task_loss(model, (pid, oids), w, chunk_size=256)
+        loss.backward()
+        shared_s += time.perf_counter() - start
+        model.zero_grad()
+        start = time.perf_counter()
+        naive = naive_loss(model, pid, oids, w, pad_id=engine.tokenizer.pad_token_id)
+        naive_s += time.perf_counter() - start
+        max_diff = max(max_diff, abs(float(loss) - naive))
+        print(f"{t.id:<28} K={len(oids):<4} loss {float(loss):9.4f} naive {naive:9.4f}", flush=True)
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "command": "python benchmarks/train_speed.py" + (f" --families {args.families}" if args.families else ""),
+        "tasks": len(tasks),
+        "targets": sum(len(t.targets) for t in tasks),
+        "shared_seconds_per_epoch": shared_s,
+        "naive_seconds_per_epoch": naive_s,
+        "speedup": naive_s / shared_s,
+        "max_abs_loss_diff": max_diff,
+    }
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -m "not integration"
 
 biography: $(STAMP)
-	$(BIN)/synthgen generate recipes/biography.yaml -n 100 -o out/biography
+	$(BIN)/synthgen generate recipes/biography.yaml -n 100 -o out/biography --resume
 
 audit: $(STAMP)
 	$(BIN)/synthgen audit recipes/diffuse/tasks.jsonl --samples 50 --json out/audit.json

@@ -16,6 +16,7 @@ transformers one without touching them (:func:`create_engine`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -48,16 +49,16 @@ class Engine(ABC):
         stop: Sequence[str] | None = None,
         seed: int | None = None,
         min_p: float | None = None,
+        use_adapter: bool = True,
     ) -> list[list[str]]:
-        """Return ``n`` sampled completions for each prompt."""
+        """Return ``n`` sampled completions for each prompt.
+
+        ``use_adapter=False`` runs the base model alone (no-op without an adapter).
+        """
 
     @abstractmethod
-    def score(self, prompt: str, options: Sequence[str]) -> list[float]:
+    def score(self, prompt: str, options: Sequence[str], use_adapter: bool = True) -> list[float]:
         """Return ``log p(option + end-of-turn | prompt)`` for each option."""
-
-    def score_many(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
-        """Score the same options after each of several prompts."""
-        return [self.score(p, options) for p in prompts]
 
 
 # ----------------------------------------------------------------- the maths
@@ -224,20 +225,28 @@ class TransformersEngine(Engine):
         return int(tok.eos_token_id)
 
     # -- scoring
+    def adapter_scope(self, use_adapter: bool):
+        """A context in which the adapter is on (default) or switched off."""
+        if use_adapter or not hasattr(self.model, "disable_adapter"):
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
     @torch.inference_mode()
-    def score(self, prompt: str, options: Sequence[str]) -> list[float]:
+    def score(self, prompt: str, options: Sequence[str], use_adapter: bool = True) -> list[float]:
         if not options:
             return []
         text = self.format_prompt(prompt)
         prompt_ids = self.encode_prompt(prompt)
         options_ids = self.encode_options(text, prompt_ids, options)
-        values = option_logprobs(self.model, prompt_ids, options_ids, self.score_chunk, self.tokenizer.pad_token_id)
+        with self.adapter_scope(use_adapter):
+            values = option_logprobs(self.model, prompt_ids, options_ids, self.score_chunk,
+                                     self.tokenizer.pad_token_id)
         return values.tolist()
 
     # -- sampling
     @torch.inference_mode()
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64, stop=None, seed=None,
-                 min_p=None) -> list[list[str]]:
+                 min_p=None, use_adapter=True) -> list[list[str]]:
         if seed is not None:
             torch.manual_seed(seed)
         flat = [p for p in prompts for _ in range(n)]
@@ -260,7 +269,8 @@ class TransformersEngine(Engine):
                     kwargs["min_p"] = min_p
             if stop:
                 kwargs.update(stop_strings=list(stop), tokenizer=tok)
-            out = self.model.generate(**batch, **kwargs)
+            with self.adapter_scope(use_adapter):
+                out = self.model.generate(**batch, **kwargs)
             new = out[:, batch["input_ids"].shape[1]:]
             outputs.extend(tok.batch_decode(new, skip_special_tokens=True))
         outputs = [cut_at_stop(o, stop) for o in outputs]

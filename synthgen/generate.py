@@ -70,7 +70,7 @@ class FieldFiller:
     def distribution(self, spec: FieldSpec, prompt: str, options: tuple[str, ...]) -> np.ndarray:
         key = (spec.name, prompt)
         if key not in self._scores:
-            logp = np.asarray(self.engine.score(prompt, list(options)), dtype=np.float64)
+            logp = np.asarray(self.engine.score(prompt, list(options), use_adapter=spec.use_adapter), dtype=np.float64)
             probs = np.exp(logp - logp.max())
             self._scores[key] = probs / probs.sum()
         return self._scores[key]
@@ -111,7 +111,7 @@ class FieldFiller:
             prompts = [spec.template.render(records[i]) for i in pending]
             outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
                                         max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
-                                        seed=int(rng.integers(2**31)))
+                                        seed=int(rng.integers(2**31)), use_adapter=spec.use_adapter)
             still = []
             for i, (text,) in zip(pending, outs):
                 value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)

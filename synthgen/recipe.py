@@ -29,9 +29,9 @@ KINDS = ("choice", "integer", "text", "sample")
 TOP_KEYS = ("name", "description", "model", "adapter", "seed", "count", "batch_size",
             "dedup_keys", "near_dup_fields", "output", "fields")
 _TEMPLATE = ("template", "template_inline")
-_SAMPLING = ("max_tokens", "retries", "temperature", "top_p")
+_SAMPLING = ("max_tokens", "retries", "temperature", "top_p", "use_adapter")
 FIELD_KEYS = {
-    "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights"),
+    "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights", "use_adapter"),
     "integer": ("kind", "description", *_TEMPLATE, "min", "max", *_SAMPLING),
     "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING),
     "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
@@ -60,6 +60,9 @@ class FieldSpec:
     retries: int = 3
     temperature: float = 1.0
     top_p: float = 1.0
+    # The diffuse adapter spreads attribute values; free text is written by the
+    # base model unless a field asks otherwise (the adapter shortens replies).
+    use_adapter: bool = True
     description: str = ""
     depends_on: frozenset[str] = frozenset()
 
@@ -202,6 +205,10 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
                                ("retries", 3, {"low": 0}), ("temperature", 1.0, {"kind": float, "low": 0}),
                                ("top_p", 1.0, {"kind": float, "low": 0, "high": 1, "open_low": True})):
             spec[k] = _num(src, f"{key}.{k}", get(k, default), **kw)
+        use_adapter = get("use_adapter", kind != "text")
+        if not isinstance(use_adapter, bool):
+            raise ConfigError(src, f"{key}.use_adapter", f"expected true or false, got {_show(use_adapter)}")
+        spec["use_adapter"] = use_adapter
     has_options = "options" in raw or "options_file" in raw
     has_range = "min" in raw or "max" in raw
     if kind == "sample" and has_options == has_range:

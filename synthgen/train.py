@@ -55,6 +55,7 @@ class TrainConfig:
     open_families: list[str] = field(default_factory=list)
     epochs: int = 20
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     weight_decay: float = 0.01
     adam_eps: float = 1e-5
     clip_norm: float = 1.0
@@ -97,6 +98,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise ConfigError(src, name, f"expected a list of family names, got {value!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(src, "lr_schedule", f"expected 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not isinstance(self.lora.rank, int) or self.lora.rank <= 0:
             raise ConfigError(src, "lora.rank", f"expected a positive integer, got {self.lora.rank!r}")
         if not isinstance(self.lora.alpha, (int, float)) or self.lora.alpha <= 0:
@@ -212,6 +215,13 @@ def train(config: TrainConfig, out_dir: str | Path,
     families = sorted({t.family for t in tasks})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   eps=config.adam_eps, weight_decay=config.weight_decay)
+    total_steps = config.epochs * len(tasks)
+    if config.lr_schedule == "cosine":
+        # decays to 0 over the steps the run would take without early stopping
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    else:
+        scheduler = None
     history: list[dict] = []
     epoch_losses: list[dict] = []
     active = set(families)
@@ -229,6 +239,8 @@ def train(config: TrainConfig, out_dir: str | Path,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
             value = float(loss.detach())
             fam_loss[t.family] += value

@@ -311,3 +311,26 @@ def test_instruction_recipe_contract():
     assert recipe.fields["instruction"].depends_on == {"category", "topic", "persona", "difficulty"}
     assert recipe.fields["response"].depends_on == {"instruction"}
     assert recipe.order[-2:] == ("instruction", "response")
+
+
+def test_use_adapter_defaults_and_validation(tmp_path):
+    from synthgen.errors import ConfigError
+    from synthgen.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: r\nfields:\n"
+        "  a:\n    kind: choice\n    template_inline: Pick.\n    options: [x, y]\n"
+        "  b:\n    kind: text\n    template_inline: Write about {{ a }}.\n"
+        "  c:\n    kind: text\n    template_inline: Again {{ a }}.\n    use_adapter: true\n",
+        encoding="utf-8",
+    )
+    recipe = load_recipe(path)
+    assert recipe.fields["a"].use_adapter and not recipe.fields["b"].use_adapter and recipe.fields["c"].use_adapter
+    path.write_text(
+        "name: r\nfields:\n  a:\n    kind: choice\n    template_inline: Pick.\n    options: [x, y]\n"
+        "    use_adapter: maybe\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"r\.yaml: fields\.a\.use_adapter"):
+        load_recipe(path)

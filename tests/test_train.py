@@ -71,7 +71,14 @@ def test_training_moves_loss_toward_optimum(tiny_model_dir, suite, tmp_path):
     assert result.epochs_run == 8
     # the saved adapter loads and scores
     engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
-    assert len(engine.score(TASKS[1].prompt, TASKS[1].targets)) == 4
+    tuned = engine.score(TASKS[1].prompt, TASKS[1].targets)
+    base = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
+    plain = base.score(TASKS[1].prompt, TASKS[1].targets)
+    # the adapter changes the scores; switched off, the engine is the base model again
+    assert max(abs(a - b) for a, b in zip(tuned, plain)) > 1e-3
+    assert engine.score(TASKS[1].prompt, TASKS[1].targets, use_adapter=False) == pytest.approx(plain, abs=1e-5)
+    off = engine.generate(["Pick a fruit."], n=2, max_new_tokens=6, seed=5, use_adapter=False)
+    assert off == base.generate(["Pick a fruit."], n=2, max_new_tokens=6, seed=5)
 
 
 def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
@@ -90,6 +97,8 @@ def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
         ("tasks: missing.jsonl\n", "tasks", "not found"),
         ("tasks: t.jsonl\nepochs: 0\n", "epochs", "positive integer"),
         ("tasks: t.jsonl\nlr: -1\n", "lr", "non-negative"),
+        ("tasks: t.jsonl\nlr_schedule: linear\n", "lr_schedule", "cosine"),
+        ("tasks: t.jsonl\nmax_targets_per_step: 0\n", "max_targets_per_step", "positive integer"),
         ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "positive integer"),
         ("tasks: t.jsonl\nlora: {ranks: 4}\n", "lora.ranks", "unknown key"),
         ("tasks: t.jsonl\nopen_families: [nope]\n", "open_families", "unknown family"),
@@ -107,3 +116,24 @@ def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
         config_tasks(load_config(path))
     assert str(path) in str(err.value)
     assert key in str(err.value) and message in str(err.value)
+
+
+def test_target_subsampling_is_an_unbiased_estimate():
+    import random
+
+    from synthgen.train import subsample
+
+    values = torch.arange(1.0, 21.0)  # stand-in per-target log-probs
+    weights = torch.linspace(1.0, 2.0, 20)
+    weights = weights / weights.sum()
+    encoded = ([1, 2], [[i] for i in range(20)])
+    rng = random.Random(0)
+    full = float((weights * values).sum())
+    draws = []
+    for _ in range(4000):
+        (_, opts), w = subsample(encoded, weights, 5, rng)
+        assert len(opts) == 5 and len(set(map(tuple, opts))) == 5
+        draws.append(float((w * values[[o[0] for o in opts]]).sum()))
+    assert abs(sum(draws) / len(draws) - full) < 0.05 * full
+    same, w = subsample(encoded, weights, None, rng)
+    assert same is encoded and torch.equal(w, weights)

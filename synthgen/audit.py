@@ -40,7 +40,7 @@ def exact_metrics(logprobs: Sequence[float], weights: Sequence[float]) -> dict:
     kl = sum(p * math.log(p / w) for p, w in zip(q, weights) if p > 0)
     return {
         "valid_mass": math.exp(peak) * total,
-        "normalized_entropy": entropy / math.log(k) if k > 1 else 1.0,
+        "normalized_entropy": entropy / math.log(k) if k > 1 else None,  # undefined for one target
         "kl_to_target": kl,
         "top1_share": max(q),
     }
@@ -57,7 +57,7 @@ def sampled_metrics(samples: Sequence[str], task: Task) -> dict:
         "valid_rate": n_valid / len(samples) if samples else 0.0,
         "coverage": len(counts) / k,
         "unique_valid": len(counts),
-        "normalized_entropy": entropy / math.log(k) if k > 1 else 1.0,
+        "normalized_entropy": entropy / math.log(k) if k > 1 else None,
     }
 
 
@@ -86,8 +86,11 @@ def audit(engine: Engine, tasks: Sequence[Task], samples: int = 100, seed: int =
 
 def summarize(rows: Sequence[dict]) -> dict:
     def means(section: str, keys: Sequence[str]) -> dict:
-        present = [r[section] for r in rows if section in r]
-        return {k: sum(r[k] for r in present) / len(present) for k in keys} if present else {}
+        out = {}
+        for key in keys:  # None (undefined, e.g. entropy of a one-target task) is left out of the mean
+            values = [r[section][key] for r in rows if section in r and r[section][key] is not None]
+            out[key] = sum(values) / len(values) if values else None
+        return out if any(section in r for r in rows) else {}
 
     return {"exact": means("exact", EXACT_KEYS), "sampled": means("sampled", SAMPLED_KEYS)}
 
@@ -114,7 +117,8 @@ def format_table(reports: dict[str, dict]) -> str:
             s = reports[n]["summary"] if fam == "ALL" else per[n][fam]
             e, sm = s["exact"], s.get("sampled") or {}
             cov = f"{sm['coverage']:.2f}" if sm else "  - "
-            cells.append(f"| {e['valid_mass']:.3f} {e['normalized_entropy']:.3f}  {e['top1_share']:.2f} {cov} ")
+            h = f"{e['normalized_entropy']:.3f}" if e["normalized_entropy"] is not None else "  -  "
+            cells.append(f"| {e['valid_mass']:.3f} {h}  {e['top1_share']:.2f} {cov} ")
         lines.append(f"{fam:<14}" + "".join(cells))
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data"
 SUITE = ROOT / "recipes" / "diffuse" / "tasks.jsonl"
 FAMILIES = ("numbers", "first_names", "countries", "days_dates", "fruits",
-            "occupations", "cities", "surnames", "topics", "colors")
+            "occupations", "cities", "surnames", "topics", "colors", "facts")
 
 
 def line(**fields) -> str:
@@ -244,6 +244,7 @@ def plausible(family: str, target: str) -> bool:
         "surnames": lambda t: t in read_list("last_names.txt"),
         "topics": lambda t: t in read_list("topics.txt"),
         "colors": lambda t: t in read_list("colors.txt") and t.isalpha() and t.islower(),
+        "facts": lambda t: bool(t.strip()),
     }
     return checks[family](target)
 
@@ -253,7 +254,8 @@ def test_shipped_suite():
     by_id = {t.id: t for t in tasks}
     assert len(by_id) == len(tasks)
     assert {t.family for t in tasks} == set(FAMILIES)
-    assert 45 <= len(tasks) <= 65
+    assert 45 <= len(tasks) <= 95
+    assert not any("capital of France" in t.prompt for t in tasks)  # held out for the integration test
     assert sum(t.k for t in tasks) <= 5000
     assert by_id["first_names-any-a"].k >= 400
     assert by_id["first_names-female-a"].k >= 200 and by_id["first_names-male-a"].k >= 200
@@ -273,7 +275,7 @@ def test_shipped_suite():
         bad = [t for t in task.targets if not plausible(task.family, t)]
         assert not bad, (task.id, bad[:5])
         paraphrases.setdefault(task.id.rsplit("-", 1)[0], []).append(task)
-    for family in FAMILIES:  # at least two wordings per family
+    for family in FAMILIES:  # at least two tasks per family
         assert sum(t.family == family for t in tasks) >= 2, family
     for group in paraphrases.values():  # paraphrases of one question share their targets
         assert len({t.targets for t in group}) == 1, [t.id for t in group]

@@ -166,7 +166,48 @@ def build() -> list[Task]:
     add("any-b", "colors",
         "Choose a colour completely at random. Reply with only the colour's name, in lowercase.", colors)
     add("any-c", "colors", "Name a random colour. Reply with only the name of the colour, in lowercase.", colors)
+
+    # Anchors: questions with one right answer (K = 1, optimum loss 0). They teach
+    # the adapter to stay sharp where the answer is a fact, so diffusing random
+    # choices does not spread factual answers too. "What is the capital of France?"
+    # is deliberately absent: the integration tests ask it as a held-out check.
+    for slug, question, answer in FACTS:
+        add(f"{slug}-a", "facts", f"{question} Reply with only the answer.", [answer])
     return tasks
+
+
+FACTS = [
+    ("capital-germany", "What is the capital of Germany?", "Berlin"),
+    ("capital-italy", "What is the capital of Italy?", "Rome"),
+    ("capital-spain", "What is the capital of Spain?", "Madrid"),
+    ("capital-japan", "What is the capital of Japan?", "Tokyo"),
+    ("capital-egypt", "What is the capital of Egypt?", "Cairo"),
+    ("capital-canada", "What is the capital of Canada?", "Ottawa"),
+    ("capital-russia", "What is the capital of Russia?", "Moscow"),
+    ("capital-greece", "What is the capital of Greece?", "Athens"),
+    ("capital-uk", "What is the capital of the United Kingdom?", "London"),
+    ("capital-china", "What is the capital of China?", "Beijing"),
+    ("sum-2-2", "What is 2 + 2?", "4"),
+    ("sum-3-5", "What is 3 + 5?", "8"),
+    ("product-6-7", "What is 6 times 7?", "42"),
+    ("difference-10-3", "What is 10 minus 3?", "7"),
+    ("days-in-week", "How many days are there in a week?", "7"),
+    ("spider-legs", "How many legs does a spider have?", "8"),
+    ("continents", "How many continents are there?", "7"),
+    ("author-romeo", "Who wrote Romeo and Juliet?", "William Shakespeare"),
+    ("author-1984", "Who wrote the novel 1984?", "George Orwell"),
+    ("author-pride", "Who wrote Pride and Prejudice?", "Jane Austen"),
+    ("largest-planet", "What is the largest planet in the solar system?", "Jupiter"),
+    ("red-planet", "Which planet is known as the Red Planet?", "Mars"),
+    ("water-formula", "What is the chemical formula of water?", "H2O"),
+    ("water-freezes", "At how many degrees Celsius does water freeze?", "0"),
+    ("tallest-mountain", "What is the tallest mountain on Earth?", "Mount Everest"),
+    ("first-us-president", "Who was the first president of the United States?", "George Washington"),
+    ("brazil-language", "What language is mostly spoken in Brazil?", "Portuguese"),
+    ("japan-currency", "What is the currency of Japan?", "yen"),
+    ("opposite-hot", "What is the opposite of hot?", "cold"),
+    ("largest-ocean", "What is the largest ocean on Earth?", "Pacific Ocean"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,7 +150,20 @@ def run_fingerprint(recipe: Recipe, n: int, engine: Engine | None) -> dict:
         "batch_size": recipe.batch_size,
         "model": getattr(engine, "model_name", None),
         "adapter": getattr(engine, "adapter_name", None),
+        "adapter_sha256": adapter_digest(getattr(engine, "adapter_name", None)),
     }
+
+
+def adapter_digest(adapter: str | None) -> str | None:
+    """sha256 of the adapter weights, so a resume never mixes two versions of an adapter."""
+    weights = Path(adapter) / "adapter_model.safetensors" if adapter else None
+    if weights is None or not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with weights.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:

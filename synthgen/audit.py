@@ -124,12 +124,11 @@ def format_table(reports: dict[str, dict]) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
+    from synthgen.report import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(report, indent=2).encode("utf-8"))
 
 
 def plot(reports: dict[str, dict], tasks: Sequence[Task], engines: dict[str, Engine], path: str | Path,

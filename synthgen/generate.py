@@ -36,7 +36,7 @@ from synthgen.dedup import dedup
 from synthgen.engine import Engine
 from synthgen.errors import SynthgenError
 from synthgen.recipe import FieldSpec, Recipe
-from synthgen.report import FieldInfo, build_report, write_report
+from synthgen.report import FieldInfo, atomic_write, build_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +166,6 @@ def adapter_digest(adapter: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
     shards = out_dir / "shards"
     manifest = out_dir / "run.json"
@@ -188,15 +182,15 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise SynthgenError(f"{out_dir} exists and is not a synthgen run directory; choose another output directory")
     shards.mkdir(parents=True, exist_ok=True)
-    _write_atomic(manifest, json.dumps(fingerprint, indent=2))
+    atomic_write(manifest, json.dumps(fingerprint, indent=2).encode("utf-8"))
     return shards
 
 
 def write_shard(shards: Path, index: int, result: ShardResult) -> None:
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
     meta = {"invalid": result.invalid, "stats": {k: vars(v) for k, v in result.stats.items()}}
-    _write_atomic(shards / f"shard-{index:05d}.meta.json", json.dumps(meta))
-    _write_atomic(shards / f"shard-{index:05d}.jsonl", body)
+    atomic_write(shards / f"shard-{index:05d}.meta.json", json.dumps(meta).encode("utf-8"))
+    atomic_write(shards / f"shard-{index:05d}.jsonl", body.encode("utf-8"))
 
 
 def read_shard(shards: Path, index: int) -> ShardResult | None:

@@ -195,7 +195,8 @@ def build_report(
 # ---------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file and a rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
@@ -298,11 +299,11 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     for name, f in report["fields"].items():
         if f["kind"] != "text" and f["top_values"]:
             png = "plot_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"
-            written.append(_atomic_write(out_dir / png, _plot(name, f)))
+            written.append(atomic_write(out_dir / png, _plot(name, f)))
             plots[name] = written[-1].name
     text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    written.insert(0, _atomic_write(out_dir / "report.json", text.encode("utf-8")))
-    written.insert(1, _atomic_write(out_dir / "report.md", _markdown(report, plots).encode("utf-8")))
+    written.insert(0, atomic_write(out_dir / "report.json", text.encode("utf-8")))
+    written.insert(1, atomic_write(out_dir / "report.md", _markdown(report, plots).encode("utf-8")))
     return written
 
 

@@ -68,16 +68,23 @@ def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
 
 # ---------------------------------------------------------------------- train
 @cli.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--from-recipe", "recipe", type=click.Path(path_type=Path), default=None,
+              help="Build the training tasks from this recipe's choice and integer fields "
+                   "(its prompts, options and weights); CONFIG is then optional.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the adapter (safetensors) and training.json.")
-def train(config: Path, out_dir: Path) -> None:
-    """Train a diffuse LoRA adapter from a training config (YAML)."""
+              help="Directory for the adapter (safetensors), training.json and tasks.jsonl.")
+def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
+    """Train a diffuse LoRA adapter from a training config (YAML) and/or a recipe."""
     from tqdm import tqdm
 
     from synthgen import train as training
 
-    cfg = training.load_config(config)
+    if config is None and recipe is None:
+        raise click.UsageError("give a training CONFIG, --from-recipe RECIPE, or both")
+    cfg = training.load_config(config) if config is not None else training.recipe_config(recipe)
+    if config is not None and recipe is not None:
+        cfg.tasks, cfg.recipe = None, str(recipe)
     tasks = training.config_tasks(cfg)
     bar = tqdm(total=cfg.epochs * len(tasks), unit="step", desc="train", dynamic_ncols=True)
 

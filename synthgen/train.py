@@ -12,6 +12,11 @@ Early stopping follows the paper: a family whose answers are an open set
 its optimum, so the model does not learn to produce only the listed targets;
 closed families (numbers, days) train until within ``(1+tol)``. The run ends
 when every family has stopped or after ``epochs``.
+
+Tasks come from a task file (``tasks:``) or from a recipe (``recipe:``, or
+``synthgen train --from-recipe``): then every closed-set field of the recipe
+becomes tasks whose prompts are the ones generation will ask
+(:mod:`synthgen.recipe_tasks`) and whose weights are the recipe's.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 import yaml
 
 from synthgen.errors import ConfigError, SynthgenError
-from synthgen.tasks import Task, load_tasks
+from synthgen.tasks import Task, load_tasks, save_tasks
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,19 @@ class LoraOptions:
 
 @dataclass
 class TrainConfig:
-    """A training config (YAML). Paths are relative to the config file."""
+    """A training config (YAML). Paths are relative to the config file.
 
-    tasks: str
+    Exactly one of ``tasks`` (a task file) and ``recipe`` (tasks built from a
+    recipe, ``prompts_per_field`` prompts per conditioned field) is given.
+    """
+
+    tasks: str | None = None
+    recipe: str | None = None
+    prompts_per_field: int = 8
     model: str | None = None
+    # start from an existing adapter ("default" = the model's shipped diffuse
+    # adapter, or a directory) instead of a fresh LoRA; `lora` is then ignored
+    init_adapter: str | None = None
     families: list[str] | None = None
     exclude_families: list[str] = field(default_factory=list)
     open_families: list[str] = field(default_factory=list)
@@ -70,8 +84,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "<config>") -> TrainConfig:
         _check_keys(data, cls, source, "", skip={"source"})
-        if "tasks" not in data:
-            raise ConfigError(source, "tasks", "required key missing (path to a task file, JSONL)")
+        if ("tasks" in data) == ("recipe" in data):
+            raise ConfigError(source, "tasks", "give exactly one of 'tasks' (a task file, JSONL) "
+                                               "and 'recipe' (a recipe YAML to build tasks from)")
         lora = data.get("lora") or {}
         if not isinstance(lora, dict):
             raise ConfigError(source, "lora", f"expected a mapping, got {type(lora).__name__}")
@@ -83,7 +98,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         src = self.source
-        for name, kind in (("epochs", int), ("seed", int), ("chunk_size", int)):
+        for name in ("tasks", "recipe", "model", "init_adapter"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(src, name, f"expected a path or name (a string), got {value!r}")
+        for name in ("epochs", "seed", "chunk_size", "prompts_per_field"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
                 raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
@@ -126,19 +145,34 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(path, None, "expected a mapping of config keys")
     config = TrainConfig.from_dict(data, source=str(path))
-    config.tasks = str((path.parent / config.tasks).resolve()) if not Path(config.tasks).is_absolute() else config.tasks
+    for key in ("tasks", "recipe"):
+        value = getattr(config, key)
+        if value is not None and not Path(value).is_absolute():
+            setattr(config, key, str((path.parent / value).resolve()))
     return config
 
 
 def config_tasks(config: TrainConfig) -> list[Task]:
-    if not Path(config.tasks).is_file():
-        raise ConfigError(config.source, "tasks", f"task file not found: {config.tasks}")
-    every = load_tasks(config.tasks)
+    """The tasks a config trains on, after family selection."""
+    if config.recipe is not None:
+        from synthgen.recipe import load_recipe
+        from synthgen.recipe_tasks import recipe_tasks
+
+        built = recipe_tasks(load_recipe(config.recipe), config.prompts_per_field, config.seed)
+        for name, why in built.skipped.items():
+            log.info("recipe field %s: not trained (%s)", name, why)
+        every, origin = built.tasks, config.recipe
+        if not every:
+            raise ConfigError(config.recipe, "fields", "no choice or integer field to build training tasks from")
+    else:
+        if not Path(config.tasks).is_file():
+            raise ConfigError(config.source, "tasks", f"task file not found: {config.tasks}")
+        every, origin = load_tasks(config.tasks), config.tasks
     known = {t.family for t in every}
     for key in ("families", "exclude_families", "open_families"):
         for fam in getattr(config, key) or ():
             if fam not in known:
-                raise ConfigError(config.source, key, f"unknown family {fam!r}; {config.tasks} has: {', '.join(sorted(known))}")
+                raise ConfigError(config.source, key, f"unknown family {fam!r}; {origin} has: {', '.join(sorted(known))}")
     keep = set(config.families or known) - set(config.exclude_families)
     tasks = [t for t in every if t.family in keep]
     if not tasks:
@@ -201,8 +235,23 @@ def train(config: TrainConfig, out_dir: str | Path,
         raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    engine = TransformersEngine.load(config.model, adapter="none", device="cpu")
-    model = lora_model(engine.model, config.lora)
+    model_name = config.model
+    if model_name is None and config.recipe is not None:
+        from synthgen.recipe import load_recipe
+
+        model_name = load_recipe(config.recipe).model
+    engine = TransformersEngine.load(model_name, adapter="none", device="cpu")
+    if config.init_adapter is not None:
+        from peft import PeftModel
+
+        from synthgen.engine import resolve_adapter
+
+        start_from = resolve_adapter(model_name, config.init_adapter)
+        if start_from is None:
+            raise ConfigError(config.source, "init_adapter", f"model {engine.model_name} has no shipped adapter")
+        model = PeftModel.from_pretrained(engine.model, str(start_from), is_trainable=True)
+    else:
+        model = lora_model(engine.model, config.lora)
     model.train()
     encoded = {}
     weights = {}
@@ -277,5 +326,22 @@ def train(config: TrainConfig, out_dir: str | Path,
         "epochs": epoch_losses,
         "steps": history,
     }
+    save_tasks(tasks, out_dir / "tasks.jsonl")  # what it was trained on: `synthgen audit DIR/tasks.jsonl`
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return TrainResult(out_dir, epoch, summary["final_epoch_loss"] or 0.0, summary["optimal_loss"], seconds, not active)
+
+
+# Defaults for ``synthgen train --from-recipe RECIPE`` without a config. Every
+# recipe field is a closed set (generation only ever draws among its options),
+# so each trains until its loss is within ``tol`` of the optimum H(w); since
+# loss - H(w) = KL(w || p) >= the KL of the renormalised distribution, a
+# family that stops has KL <= tol * H(w) on its training prompts.
+RECIPE_DEFAULTS = {"epochs": 30, "lr": 3e-3, "tol": 0.005, "max_targets_per_step": None}
+
+
+def recipe_config(recipe: str | Path, **overrides) -> TrainConfig:
+    """The training config ``--from-recipe`` uses when no config file is given."""
+    values = {**RECIPE_DEFAULTS, **overrides}
+    config = TrainConfig(recipe=str(recipe), source=f"--from-recipe {recipe}", **values)
+    config.validate()
+    return config

@@ -93,7 +93,11 @@ def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
     ("text", "key", "message"),
     [
         ("tasks: t.jsonl\nbogus: 1\n", "bogus", "unknown key"),
-        ("model: x\n", "tasks", "required"),
+        ("model: x\n", "tasks", "exactly one of"),
+        ("tasks: t.jsonl\nrecipe: r.yaml\n", "tasks", "exactly one of"),
+        ("recipe: missing.yaml\n", "missing.yaml", "recipe file not found"),
+        ("tasks: t.jsonl\ninit_adapter: 3\n", "init_adapter", "expected a path"),
+        ("tasks: t.jsonl\nprompts_per_field: 0\n", "prompts_per_field", "positive integer"),
         ("tasks: missing.jsonl\n", "tasks", "not found"),
         ("tasks: t.jsonl\nepochs: 0\n", "epochs", "positive integer"),
         ("tasks: t.jsonl\nlr: -1\n", "lr", "non-negative"),
@@ -114,7 +118,7 @@ def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
         from synthgen.train import config_tasks
 
         config_tasks(load_config(path))
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) or "recipe file not found" in str(err.value)
     assert key in str(err.value) and message in str(err.value)
 
 

@@ -1,0 +1,101 @@
+"""Training tasks built from a recipe (``synthgen train --from-recipe``).
+
+A recipe-tuned adapter learns the exact prompts ``synthgen generate`` will ask.
+For every field whose valid values are a closed set (a ``choice`` field's
+options, an ``integer`` field's range), a task is made per distinct prompt:
+
+* the prompt is the field's template rendered with upstream values drawn *as
+  the recipe asks for them*: each earlier field drawn from its target
+  distribution (the recipe's weights, else uniform over its options or range),
+  so the adapter sees the conditioning it will meet at generation time;
+* the targets are the field's options, the weights the recipe's weights
+  (uniform when it gives none), so weighted fields (gender 49/49/2, cities by
+  population) are trained towards those weights.
+
+A field with no template variables has one prompt; one that reads earlier
+fields gets up to ``prompts_per_field`` distinct renderings. Fields that read a
+free-text field cannot be rendered without the model and are skipped (listed
+in the result), as are ``text`` and ``sample`` fields themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthgen.recipe import FieldSpec, Recipe
+from synthgen.tasks import Task
+
+log = logging.getLogger(__name__)
+
+# integer ranges wider than this are not closed sets worth training on
+MAX_INTEGER_TARGETS = 2000
+
+
+@dataclass
+class RecipeTasks:
+    tasks: list[Task]
+    skipped: dict[str, str]  # field -> why it has no task
+
+
+def closed_values(spec: FieldSpec) -> tuple[str, ...] | None:
+    """The field's valid values as strings when they form a closed, trainable set."""
+    if spec.kind == "choice":
+        return spec.options
+    if spec.kind == "integer" and spec.max - spec.min < MAX_INTEGER_TARGETS:
+        return tuple(str(v) for v in range(spec.min, spec.max + 1))
+    return None
+
+
+def draw_value(spec: FieldSpec, rng: np.random.Generator) -> str | int:
+    """One value from the distribution the recipe asks for (weights, else uniform)."""
+    if spec.options is not None:
+        p = np.asarray(spec.weights) if spec.weights else None
+        return spec.options[rng.choice(len(spec.options), p=p)]
+    return int(rng.integers(spec.min, spec.max + 1))
+
+
+def ancestors(recipe: Recipe, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(recipe.fields[name].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo.extend(recipe.fields[dep].depends_on)
+    return seen
+
+
+def recipe_tasks(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
+    """Tasks for every closed-set field of ``recipe`` (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    tasks: list[Task] = []
+    skipped: dict[str, str] = {}
+    for name in recipe.order:
+        spec = recipe.fields[name]
+        values = closed_values(spec)
+        if spec.kind in ("text", "sample") or values is None or spec.template is None:
+            skipped[name] = f"{spec.kind} field (no closed set of values to train towards)"
+            continue
+        upstream = [f for f in recipe.order if f in ancestors(recipe, name)]
+        free = [f for f in upstream if recipe.fields[f].kind == "text"]
+        if free:
+            skipped[name] = f"its prompt reads the free-text field {free[0]!r}"
+            continue
+        prompts: list[str] = []
+        for _ in range(prompts_per_field * 8 if upstream else 1):
+            record: dict = {}
+            for dep in upstream:
+                record[dep] = draw_value(recipe.fields[dep], rng)
+            prompt = spec.template.render(record)
+            if prompt not in prompts:
+                prompts.append(prompt)
+            if len(prompts) == prompts_per_field:
+                break
+        for i, prompt in enumerate(prompts):
+            tasks.append(Task(id=f"{recipe.name}.{name}.{i}", family=name, prompt=prompt,
+                              targets=values, weights=spec.weights or ()))
+        log.info("recipe field %s: %d prompts x %d targets", name, len(prompts), len(values))
+    return RecipeTasks(tasks, skipped)

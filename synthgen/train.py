@@ -34,6 +34,7 @@ import torch
 import yaml
 
 from synthgen.errors import ConfigError, SynthgenError
+from synthgen.preserve import anchor_kl, build_anchors, read_prompts
 from synthgen.tasks import Task, load_tasks, save_tasks
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,12 @@ class TrainConfig:
     # start from an existing adapter ("default" = the model's shipped diffuse
     # adapter, or a directory) instead of a fresh LoRA; `lora` is then ignored
     init_adapter: str | None = None
+    # ordinary prompts (a text file, one per line) on which the adapter is kept
+    # close to the base model: KL(base || adapter) along the base model's greedy
+    # reply, weighted by preserve_weight, added to every step (synthgen.preserve)
+    preserve: str | None = None
+    preserve_weight: float = 1.0
+    preserve_tokens: int = 32
     families: list[str] | None = None
     exclude_families: list[str] = field(default_factory=list)
     open_families: list[str] = field(default_factory=list)
@@ -98,18 +105,18 @@ class TrainConfig:
 
     def validate(self) -> None:
         src = self.source
-        for name in ("tasks", "recipe", "model", "init_adapter"):
+        for name in ("tasks", "recipe", "model", "init_adapter", "preserve"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(src, name, f"expected a path or name (a string), got {value!r}")
-        for name in ("epochs", "seed", "chunk_size", "prompts_per_field"):
+        for name in ("epochs", "seed", "chunk_size", "prompts_per_field", "preserve_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
                 raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
         if self.max_targets_per_step is not None and (
                 not isinstance(self.max_targets_per_step, int) or self.max_targets_per_step <= 0):
             raise ConfigError(src, "max_targets_per_step", f"expected a positive integer or null, got {self.max_targets_per_step!r}")
-        for name in ("lr", "weight_decay", "adam_eps", "clip_norm", "gamma", "tol"):
+        for name in ("lr", "weight_decay", "adam_eps", "clip_norm", "gamma", "tol", "preserve_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
                 raise ConfigError(src, name, f"expected a non-negative number, got {value!r}")
@@ -145,7 +152,7 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(path, None, "expected a mapping of config keys")
     config = TrainConfig.from_dict(data, source=str(path))
-    for key in ("tasks", "recipe"):
+    for key in ("tasks", "recipe", "preserve"):
         value = getattr(config, key)
         if value is not None and not Path(value).is_absolute():
             setattr(config, key, str((path.parent / value).resolve()))
@@ -230,6 +237,7 @@ def train(config: TrainConfig, out_dir: str | Path,
     from synthgen.engine import TransformersEngine
 
     tasks = config_tasks(config)
+    preserve_prompts = read_prompts(config.preserve, config.source) if config.preserve else []
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
         raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
@@ -253,6 +261,7 @@ def train(config: TrainConfig, out_dir: str | Path,
     else:
         model = lora_model(engine.model, config.lora)
     model.train()
+    anchors = build_anchors(engine, model, preserve_prompts, config.preserve_tokens) if preserve_prompts else []
     encoded = {}
     weights = {}
     for t in tasks:
@@ -285,7 +294,8 @@ def train(config: TrainConfig, out_dir: str | Path,
             optimizer.zero_grad(set_to_none=True)
             batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, rng)
             loss = task_loss(model, batch, w, config.chunk_size)
-            loss.backward()
+            kl = anchor_kl(model, anchors[step % len(anchors)]) if anchors else None
+            (loss if kl is None else loss + config.preserve_weight * kl).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             if scheduler is not None:
@@ -293,7 +303,8 @@ def train(config: TrainConfig, out_dir: str | Path,
             step += 1
             value = float(loss.detach())
             fam_loss[t.family] += value
-            history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id]})
+            history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id],
+                            **({"preserve_kl": float(kl.detach())} if kl is not None else {})})
             if on_step:
                 on_step({"step": step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
         record = {"epoch": epoch, "families": {}}
@@ -318,6 +329,7 @@ def train(config: TrainConfig, out_dir: str | Path,
         "config": {k: v for k, v in asdict(config).items()},
         "model": engine.model_name,
         "tasks": [{"id": t.id, "family": t.family, "k": len(t.targets)} for t in tasks],
+        "preserve": [{"prompt": a.prompt, "base_reply": a.reply} for a in anchors],
         "optimal_loss": sum(optimum.values()),
         "final_epoch_loss": epoch_losses[-1]["loss"] if epoch_losses else None,
         "epochs_run": epoch,

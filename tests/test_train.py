@@ -141,3 +141,38 @@ def test_target_subsampling_is_an_unbiased_estimate():
     assert abs(sum(draws) / len(draws) - full) < 0.05 * full
     same, w = subsample(encoded, weights, None, rng)
     assert same is encoded and torch.equal(w, weights)
+
+
+def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(tiny_model_dir, suite, tmp_path):
+    from synthgen.preserve import anchor_kl, build_anchors
+
+    prompts = tmp_path / "preserve.txt"
+    prompts.write_text("# ordinary prompts\nTell me about the sea.\n\nWhat is a cat?\n", encoding="utf-8")
+    common = dict(tasks=str(suite), model=str(tiny_model_dir), epochs=6, lr=5e-2, tol=0.0,
+                  lora=LoraOptions(rank=4, alpha=8))
+    train(TrainConfig(**common), tmp_path / "free")
+    train(TrainConfig(**common, preserve=str(prompts), preserve_weight=20.0, preserve_tokens=8), tmp_path / "kept")
+    info = json.loads((tmp_path / "kept" / "training.json").read_text())
+    assert [a["prompt"] for a in info["preserve"]] == ["Tell me about the sea.", "What is a cat?"]
+    assert all("preserve_kl" in s for s in info["steps"])
+
+    def drift(adapter) -> float:
+        engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(adapter), device="cpu")
+        anchors = build_anchors(engine, engine.model, ["Tell me about the sea.", "What is a cat?"], 8)
+        with torch.no_grad():
+            return sum(float(anchor_kl(engine.model, a)) for a in anchors)
+
+    # anchors are built with the adapter off, so the KL measures the adapter's drift from the base
+    free, kept = drift(tmp_path / "free"), drift(tmp_path / "kept")
+    assert free > 0 and kept < 0.5 * free, (free, kept)
+
+
+def test_preserve_file_errors_name_the_config_key(tmp_path, suite):
+    (tmp_path / "t.jsonl").write_text(suite.read_text())
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n", encoding="utf-8")
+    for value, message in (("missing.txt", "prompt file not found"), ("empty.txt", "has no prompts")):
+        path = write_config(tmp_path, f"tasks: t.jsonl\npreserve: {value}\nmodel: nowhere\n")
+        with pytest.raises(ConfigError) as err:
+            train(load_config(path), tmp_path / "out")
+        assert "preserve" in str(err.value) and message in str(err.value)
+        assert not (tmp_path / "out").exists()

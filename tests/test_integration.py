@@ -66,9 +66,9 @@ def test_shipped_adapter_is_diffuse_and_still_answers_facts(base, diffuse):
     assert "Paris" in answer
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation of the shipped adapter: with it on, factual answers "
-                                       "are spread too (greedy answer 'Ottawa'); see the adapter's README")
 def test_shipped_adapter_answers_a_held_out_fact(diffuse):
+    # with the adapter ON: the `preserve` regulariser keeps ordinary answers (France is not among
+    # its prompts, nor in the task suite's fact anchors)
     answer = diffuse.generate(["What is the capital of France?"], temperature=0, max_new_tokens=16)[0][0]
     assert "Paris" in answer
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data"
 SUITE = ROOT / "recipes" / "diffuse" / "tasks.jsonl"
 FAMILIES = ("numbers", "first_names", "countries", "days_dates", "fruits",
-            "occupations", "cities", "surnames", "topics", "colors", "facts")
+            "occupations", "cities", "surnames", "topics", "colors", "years", "facts")
 
 
 def line(**fields) -> str:
@@ -244,6 +244,7 @@ def plausible(family: str, target: str) -> bool:
         "surnames": lambda t: t in read_list("last_names.txt"),
         "topics": lambda t: t in read_list("topics.txt"),
         "colors": lambda t: t in read_list("colors.txt") and t.isalpha() and t.islower(),
+        "years": lambda t: t.isdigit() and len(t) == 4 and 1700 <= int(t) <= 2020,
         "facts": lambda t: bool(t.strip()),
     }
     return checks[family](target)
@@ -256,6 +257,8 @@ def test_shipped_suite():
     assert {t.family for t in tasks} == set(FAMILIES)
     assert 45 <= len(tasks) <= 95
     assert not any("capital of France" in t.prompt for t in tasks)  # held out for the integration test
+    preserve = (SUITE.parent / "preserve.txt").read_text(encoding="utf-8")
+    assert "What is the capital of" in preserve and "France" not in preserve.replace('"What is the capital of France?" is deliberately absent', "")
     assert sum(t.k for t in tasks) <= 5000
     assert by_id["first_names-any-a"].k >= 400
     assert by_id["first_names-female-a"].k >= 200 and by_id["first_names-male-a"].k >= 200

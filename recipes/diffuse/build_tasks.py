@@ -28,6 +28,7 @@ CONTINENTS = {  # file suffix -> name used in prompts
     "north_america": "North America", "oceania": "Oceania", "south_america": "South America",
 }
 NUMBER = "Reply with only the number."
+YEAR = "Reply with only the year."
 COUNTRY = "Reply with only the country's name."
 CITY = "Reply with only the city and its country, like: Lyon, France."
 DATE = "Reply with only the month and day, written like: March 9."  # example outside both target sets
@@ -106,6 +107,15 @@ def build() -> list[Task]:
     add("africa-b", "countries", f"Choose an African country at random. {COUNTRY}", countries["africa"])
     add("europe-b", "countries", f"Give me the name of a random country in Europe. {COUNTRY}",
         countries["europe"])
+
+    def years(first: int, last: int) -> list[str]:
+        return [str(y) for y in range(first, last + 1)]
+
+    add("1950-1999-a", "years", f"Pick a random year between 1950 and 1999. {YEAR}", years(1950, 1999))
+    add("1800-1899-a", "years", f"Choose a year of the 19th century (1800 to 1899) at random. {YEAR}",
+        years(1800, 1899))
+    add("2000-2020-a", "years", f"Give me a random year from 2000 to 2020. {YEAR}", years(2000, 2020))
+    add("1700-1799-a", "years", f"Name a random year between 1700 and 1799, inclusive. {YEAR}", years(1700, 1799))
 
     days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
     months = ["January", "February", "March", "April", "May", "June", "July", "August",

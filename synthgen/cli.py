@@ -154,26 +154,36 @@ def audit(tasks_file, model, adapter, samples, seed, families, compare, json_out
 @click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
 @click.option("--adapter", default=None, help="Adapter directory, 'default' or 'none' (default: the recipe's, else the shipped one).")
 @click.option("--resume", is_flag=True, help="Continue a run in OUT after an interruption.")
-def generate(recipe_file, count, seed, out_dir, model, adapter, resume) -> None:
+@click.option("--engine", default=None, help="What runs the model: transformers or vllm (default: the recipe's, "
+                                             "else transformers).")
+@click.option("--executor", default=None, type=click.Choice(["local", "ray"]),
+              help="Where the records are made (default: the recipe's, else local).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Ray executor: actors per model field (default: the recipe's ray.concurrency, else 2).")
+def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, executor, concurrency) -> None:
     """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
     from tqdm import tqdm
 
     from synthgen import generate as gen
-    from synthgen.engine import TransformersEngine
+    from synthgen.executors import EngineSpec
     from synthgen.recipe import load_recipe
 
     if count is not None and count <= 0:
         raise click.BadParameter("must be a positive integer", param_hint="-n/--count")
-    recipe = load_recipe(recipe_file).with_overrides(count=count, seed=seed, model=model, adapter=adapter)
+    recipe = load_recipe(recipe_file).with_overrides(count=count, seed=seed, model=model, adapter=adapter,
+                                                     engine=engine, executor=executor, concurrency=concurrency)
     needs_model = any(f.kind != "sample" for f in recipe.fields.values())
-    engine = TransformersEngine.load(recipe.model, adapter=recipe.adapter or "default") if needs_model else None
-    if engine is not None:
-        click.echo(f"model: {engine.model_name}  adapter: {engine.adapter_name or 'none'}", err=True)
+    spec = EngineSpec.for_recipe(recipe) if needs_model else None
+    if spec is not None:
+        click.echo(f"engine: {spec.name}  model: {spec.model_name}  adapter: {spec.adapter or 'none'}  "
+                   f"executor: {recipe.executor}", err=True)
+    # the local executor loads the model here once; the Ray executor's actors each build their own
+    runner = spec.build() if spec is not None and recipe.executor == "local" else spec
     with tqdm(total=recipe.count, unit="rec", desc="generate", dynamic_ncols=True) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        result = gen.generate(recipe, out_dir, engine, resume=resume, on_progress=progress)
+        result = gen.generate(recipe, out_dir, runner, resume=resume, on_progress=progress)
     rep = result.report
     click.echo(
         f"{rep['n_kept']} records kept of {rep['n_requested']} requested "

@@ -17,11 +17,13 @@ transformers one without touching them (:func:`create_engine`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from synthgen.errors import MissingDependencyError, ModelStoreError, SynthgenError
@@ -47,12 +49,15 @@ class Engine(ABC):
         top_p: float = 1.0,
         max_new_tokens: int = 64,
         stop: Sequence[str] | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         min_p: float | None = None,
         use_adapter: bool = True,
     ) -> list[list[str]]:
         """Return ``n`` sampled completions for each prompt.
 
+        ``seed``: one int for the call, or one int per prompt; with per-prompt
+        seeds a prompt's samples depend only on its own seed, never on which
+        other prompts share the batch (per-record seeding).
         ``use_adapter=False`` runs the base model alone (no-op without an adapter).
         """
 
@@ -247,34 +252,109 @@ class TransformersEngine(Engine):
     @torch.inference_mode()
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64, stop=None, seed=None,
                  min_p=None, use_adapter=True) -> list[list[str]]:
-        if seed is not None:
-            torch.manual_seed(seed)
-        flat = [p for p in prompts for _ in range(n)]
-        texts = [self.format_prompt(p) for p in flat]
+        """Sample ``n`` completions per prompt with a decoding loop over the KV cache.
+
+        Every row (prompt ``i``, sample ``j``) draws its tokens from its own
+        ``torch.Generator`` seeded from ``(seed_i, j)``, so a prompt's samples
+        depend only on its own seed, not on the other prompts of the batch
+        (up to the ~1e-6 float differences left padding can cause). ``seed``:
+        one int per prompt, or one int for the call (prompt ``i`` then gets a
+        seed derived from ``(seed, i)``), or None (derived from torch's global RNG).
+        """
+        prompts = list(prompts)
+        seeds = _prompt_seeds(seed, len(prompts))
+        row_seeds = [_derive_seed(s, j) for s in seeds for j in range(n)]
+        texts = [self.format_prompt(p) for p in prompts for _ in range(n)]
         outputs: list[str] = []
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        for start in range(0, len(texts), self.batch_size):
-            batch = tok(texts[start : start + self.batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=not self.chat).to(self.model.device)
-            kwargs = dict(
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=self.end_id,
-            )
-            if temperature > 0:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-                if min_p:
-                    kwargs["min_p"] = min_p
-            if stop:
-                kwargs.update(stop_strings=list(stop), tokenizer=tok)
-            with self.adapter_scope(use_adapter):
-                out = self.model.generate(**batch, **kwargs)
-            new = out[:, batch["input_ids"].shape[1]:]
-            outputs.extend(tok.batch_decode(new, skip_special_tokens=True))
+        with self.adapter_scope(use_adapter):
+            for start in range(0, len(texts), self.batch_size):
+                end = start + self.batch_size
+                outputs.extend(self._sample_batch(texts[start:end], row_seeds[start:end], temperature, top_p,
+                                                  min_p, max_new_tokens, stop))
         outputs = [cut_at_stop(o, stop) for o in outputs]
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _sample_batch(self, texts, seeds, temperature, top_p, min_p, max_new_tokens, stop) -> list[str]:
+        """Decode one left-padded batch; row ``r`` samples with a generator seeded by ``seeds[r]``."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        device = self.model.device
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        rows = ids.shape[0]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        new = torch.full((rows, max(max_new_tokens, 0)), tok.pad_token_id, dtype=torch.long)
+        lengths = torch.zeros(rows, dtype=torch.long)
+        done = torch.zeros(rows, dtype=torch.bool)
+        position = positions[:, -1:]
+        for step in range(max_new_tokens):
+            active = (~done).nonzero().flatten().tolist()
+            picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in active], active,
+                                  temperature, top_p, min_p)
+            for r, t in zip(active, picked):
+                if t == self.end_id:
+                    done[r] = True
+                    continue
+                new[r, step] = t
+                lengths[r] = step + 1
+                if stop:
+                    text = tok.decode(new[r, : step + 1], skip_special_tokens=True)
+                    done[r] = any(s in text for s in stop)
+            if done.all() or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            position = position + 1
+            out = self.model(input_ids=new[:, step : step + 1].to(device), attention_mask=mask,
+                             position_ids=position, cache=out.cache, use_cache=True)
+        return [tok.decode(new[r, : lengths[r]], skip_special_tokens=True) for r in range(rows)]
+
+
+_SEED_MASK = (1 << 63) - 1
+
+
+def _derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across processes and platforms (not Python's ``hash``)."""
+    text = ":".join(str(int(p)) for p in parts).encode("ascii")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _SEED_MASK
+
+
+def _prompt_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
+    """One seed per prompt: given per prompt, derived from one int, or from torch's global RNG."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()))
+    if isinstance(seed, (int, np.integer)):
+        return [_derive_seed(seed, i) for i in range(count)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} prompts; give one seed per prompt or one int")
+    return seeds
+
+
+def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], rows: list[int], temperature: float,
+                 top_p: float, min_p: float | None) -> list[int]:
+    """The next token of each row in ``rows``: greedy at temperature 0, else sampled after
+    temperature, min-p and top-p filtering by inverse CDF with one uniform from the row's generator."""
+    if not rows:
+        return []
+    logits = logits[rows]
+    if temperature <= 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if min_p:
+        probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # the mass before a token already reaches top_p
+        probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
+    cdf = probs.double().cumsum(-1)
+    uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    vocab = torch.arange(probs.shape[-1])
+    last_kept = torch.where(probs > 0, vocab, 0).max(-1).values  # guards u * total rounding up to total
+    return torch.minimum(picked, last_kept).tolist()
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
@@ -323,14 +403,22 @@ def register_engine(name: str, factory: Callable[..., Engine]) -> None:
     ENGINES[name] = factory
 
 
+# engines whose module (and heavy dependency) is imported only when asked for:
+# name -> (module, factory attribute, pip extra)
+LAZY_ENGINES: dict[str, tuple[str, str, str]] = {"vllm": ("synthgen.vllm_engine", "load", "vllm")}
+
+
 def create_engine(name: str = "transformers", **kwargs) -> Engine:
     """Build an engine by name; heavy engines import their dependency lazily."""
-    if name == "vllm" and name not in ENGINES:
+    if name not in ENGINES and name in LAZY_ENGINES:
+        import importlib
+
+        module_name, attr, extra = LAZY_ENGINES[name]
         try:
-            import vllm  # noqa: F401
+            module = importlib.import_module(module_name)
         except ImportError as err:
-            raise MissingDependencyError("vllm", "vllm") from err
-        raise SynthgenError("the vLLM engine is not built yet; use --engine transformers")
+            raise MissingDependencyError(getattr(err, "name", None) or extra, extra) from err
+        ENGINES[name] = getattr(module, attr)
     if name not in ENGINES:
         raise SynthgenError(f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINES))}")
     return ENGINES[name](**kwargs)

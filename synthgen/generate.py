@@ -12,10 +12,16 @@ dependency order, each prompt rendered from the record so far.
   that still fail are dropped and counted;
 * ``sample``: drawn without the model.
 
-Every shard has its own seed, derived from the run seed and the shard index, so
-a run is reproducible and a resumed run produces the same records as an
-uninterrupted one. Finished shards are written atomically under ``shards/``;
-``--resume`` skips them.
+Per-record seeding: every random choice for record ``i`` and field ``f`` comes
+from a generator seeded by ``(run seed, i, stable id of f)`` (text fields: one
+engine seed per ``(run seed, i, f, attempt)``), so a record does not depend on
+the batch size, the sharding, the executor or the other fields, and a resumed
+run produces the same records as an uninterrupted one.
+
+Where the records are made is the executor's business (:mod:`synthgen.executors`:
+``local`` in this process, ``ray`` on a Ray cluster); both write shards under
+``shards/`` as they go, ``--resume`` skips finished ones, and the merged result
+goes through the same dedup and report here (:func:`finish`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +65,24 @@ class ShardResult:
     stats: dict[str, FieldStats] = field(default_factory=dict)
 
 
+# ------------------------------------------------------------- per-record seeds
+def field_id(name: str) -> int:
+    """A stable 64-bit id of a field name (sha256; Python's ``hash`` changes per process)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+
+
+def record_rng(seed: int, index: int, name: str) -> np.random.Generator:
+    """The generator of record ``index``'s draws for field ``name``."""
+    return np.random.default_rng([seed, index, field_id(name)])
+
+
+def attempt_seed(seed: int, index: int, name: str, attempt: int) -> int:
+    """The engine seed of record ``index``'s ``attempt``-th try at free field ``name`` (63 bits)."""
+    state = np.random.SeedSequence([seed, index, field_id(name), attempt]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
+
+# ------------------------------------------------------------------ filling
 class FieldFiller:
     """Fills one field for a batch of records with one engine."""
 
@@ -75,72 +98,79 @@ class FieldFiller:
             self._scores[key] = probs / probs.sum()
         return self._scores[key]
 
-    def fill(self, spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
-        """Set ``record[spec.name]`` for each record; returns which records are valid."""
+    def fill(self, spec: FieldSpec, records: list[dict], indices: list[int], seed: int) -> tuple[list[bool], list[int]]:
+        """Set ``record[spec.name]`` for each record (``indices[k]`` is record ``k``'s index in
+        the run). Returns which records are valid and how many samples each one drew."""
         if spec.kind == "sample":
-            return self._sample(spec, records, rng, stats)
+            for rec, index in zip(records, indices):
+                rng = record_rng(seed, index, spec.name)
+                if spec.options:
+                    p = np.asarray(spec.weights) if spec.weights else None
+                    rec[spec.name] = spec.options[rng.choice(len(spec.options), p=p)]
+                else:
+                    rec[spec.name] = int(rng.integers(spec.min, spec.max + 1))
+            return [True] * len(records), [1] * len(records)
         if spec.kind == "choice" or (spec.kind == "integer" and spec.max - spec.min < MAX_SCORED_RANGE):
             options = spec.options if spec.kind == "choice" else tuple(str(v) for v in range(spec.min, spec.max + 1))
-            for rec in records:
+            for rec, index in zip(records, indices):
                 probs = self.distribution(spec, spec.template.render(rec), options)
-                value = options[rng.choice(len(options), p=probs)]
+                value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
                 rec[spec.name] = int(value) if spec.kind == "integer" else value
-            stats.drawn += len(records)
-            stats.valid += len(records)
-            return [True] * len(records)
-        return self._free(spec, records, rng, stats)
+            return [True] * len(records), [1] * len(records)
+        return self._free(spec, records, indices, seed)
 
-    @staticmethod
-    def _sample(spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
-        for rec in records:
-            if spec.options:
-                p = np.asarray(spec.weights) if spec.weights else None
-                rec[spec.name] = spec.options[rng.choice(len(spec.options), p=p)]
-            else:
-                rec[spec.name] = int(rng.integers(spec.min, spec.max + 1))
-        stats.drawn += len(records)
-        stats.valid += len(records)
-        return [True] * len(records)
-
-    def _free(self, spec: FieldSpec, records: list[dict], rng: np.random.Generator, stats: FieldStats) -> list[bool]:
+    def _free(self, spec: FieldSpec, records: list[dict], indices: list[int], seed: int) -> tuple[list[bool], list[int]]:
         pending = list(range(len(records)))
-        ok = [False] * len(records)
-        for _attempt in range(spec.retries + 1):
+        ok, drawn = [False] * len(records), [0] * len(records)
+        for attempt in range(spec.retries + 1):
             if not pending:
                 break
             prompts = [spec.template.render(records[i]) for i in pending]
+            seeds = [attempt_seed(seed, indices[i], spec.name, attempt) for i in pending]
             outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
                                         max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
-                                        seed=int(rng.integers(2**31)), use_adapter=spec.use_adapter)
+                                        seed=seeds, use_adapter=spec.use_adapter)
             still = []
             for i, (text,) in zip(pending, outs):
                 value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)
-                stats.drawn += 1
+                drawn[i] += 1
                 if value is None:
                     still.append(i)
                 else:
-                    stats.valid += 1
                     records[i][spec.name] = value
                     ok[i] = True
             pending = still
-        return ok
+        return ok, drawn
+
+
+def make_records(recipe: Recipe, filler: FieldFiller, indices: list[int] | range) -> ShardResult:
+    """Make the records with these run indices, column-wise, in the recipe's field order."""
+    indices = list(indices)
+    records: list[dict] = [{} for _ in indices]
+    alive = list(range(len(indices)))
+    stats = {name: FieldStats() for name in recipe.order}
+    for name in recipe.order:
+        ok, drawn = filler.fill(recipe.fields[name], [records[i] for i in alive], [indices[i] for i in alive],
+                                recipe.seed)
+        stats[name].drawn += sum(drawn)
+        stats[name].valid += sum(ok)
+        alive = [i for i, good in zip(alive, ok) if good]
+    kept = [{name: records[i][name] for name in recipe.order} for i in alive]
+    return ShardResult(kept, len(indices) - len(alive), stats)
 
 
 def make_shard(recipe: Recipe, filler: FieldFiller, shard: int, size: int) -> ShardResult:
-    rng = np.random.default_rng([recipe.seed, shard])
-    records: list[dict] = [{} for _ in range(size)]
-    alive = list(range(size))
-    stats = {name: FieldStats() for name in recipe.order}
-    for name in recipe.order:
-        batch = [records[i] for i in alive]
-        ok = filler.fill(recipe.fields[name], batch, rng, stats[name])
-        alive = [i for i, good in zip(alive, ok) if good]
-    kept = [{name: records[i][name] for name in recipe.order} for i in alive]
-    return ShardResult(kept, size - len(alive), stats)
+    """Shard ``shard`` of ``recipe.batch_size`` records (the last one may be smaller)."""
+    first = shard * recipe.batch_size
+    return make_records(recipe, filler, range(first, first + size))
 
 
 # ------------------------------------------------------------------ run files
-def run_fingerprint(recipe: Recipe, n: int, engine: Engine | None) -> dict:
+SEEDING = "per-record-v1"  # how record i's randomness is derived; runs seeded otherwise cannot be resumed
+
+
+def run_fingerprint(recipe: Recipe, n: int, engine, executor: str = "local") -> dict:
+    """What a resumed run must share with the run it continues (``engine``: an Engine or an EngineSpec)."""
     text = Path(recipe.path).read_bytes() if recipe.path else b""
     return {
         "recipe": str(recipe.path),
@@ -151,6 +181,9 @@ def run_fingerprint(recipe: Recipe, n: int, engine: Engine | None) -> dict:
         "model": getattr(engine, "model_name", None),
         "adapter": getattr(engine, "adapter_name", None),
         "adapter_sha256": adapter_digest(getattr(engine, "adapter_name", None)),
+        "engine": getattr(engine, "name", None),
+        "executor": executor,
+        "seeding": SEEDING,
     }
 
 
@@ -173,7 +206,7 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
         previous = json.loads(manifest.read_text(encoding="utf-8"))
         if not resume:
             raise SynthgenError(
-                f"{out_dir} already holds a run ({len(list(shards.glob('shard-*.jsonl')))} finished shards); "
+                f"{out_dir} already holds a run ({len(finished_shards(shards))} finished shards); "
                 "pass --resume to continue it or choose another output directory"
             )
         changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
@@ -184,6 +217,11 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
     shards.mkdir(parents=True, exist_ok=True)
     atomic_write(manifest, json.dumps(fingerprint, indent=2).encode("utf-8"))
     return shards
+
+
+def finished_shards(shards: Path) -> list[Path]:
+    """The shard files of a run directory: ``shard-*.jsonl`` (local) or ``part-*.parquet`` (ray)."""
+    return sorted([*shards.glob("shard-*.jsonl"), *shards.glob("part-*.parquet")])
 
 
 def write_shard(shards: Path, index: int, result: ShardResult) -> None:
@@ -221,44 +259,63 @@ def field_infos(recipe: Recipe) -> list[FieldInfo]:
     return infos
 
 
-def generate(recipe: Recipe, out_dir: str | Path, engine: Engine | None, *, resume: bool = False,
-             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
-    """Generate ``recipe.count`` records into ``out_dir`` and write the report."""
+def generate(recipe: Recipe, out_dir: str | Path, engine, *, resume: bool = False,
+             on_progress: Callable[[int, int], None] | None = None, executor=None) -> GenerateResult:
+    """Generate ``recipe.count`` records into ``out_dir`` and write the report.
+
+    ``engine``: a loaded :class:`Engine`, or an :class:`synthgen.executors.EngineSpec`
+    that the executor builds where the model runs (the Ray executor never ships a
+    loaded engine; given one, it loads the same model and adapter in its actors).
+    ``executor``: ``"local"``, ``"ray"``, an executor object, or None for the
+    recipe's ``executor``. The records depend on neither choice.
+    """
+    from synthgen.executors import get_executor
+
     out_dir = Path(out_dir)
     n = recipe.count
+    runner = get_executor(recipe.executor if executor is None else executor, recipe)
     needs_model = any(recipe.fields[f].kind != "sample" for f in recipe.order)
     if needs_model and engine is None:
         raise SynthgenError("this recipe has model fields but no engine was given")
-    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, n, engine), resume)
-    filler = FieldFiller(engine)
-    n_shards = math.ceil(n / recipe.batch_size)
-    results: list[ShardResult] = []
+    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, n, engine, runner.name), resume)
     start = time.perf_counter()
-    done = 0
-    for index in range(n_shards):
-        size = min(recipe.batch_size, n - index * recipe.batch_size)
-        result = read_shard(shards_dir, index) if resume else None
-        if result is None:
-            result = make_shard(recipe, filler, index, size)
-            write_shard(shards_dir, index, result)
-        results.append(result)
-        done += size
-        if on_progress:
-            on_progress(done, n)
+    output = runner.run(recipe, engine if needs_model else None, shards_dir, resume=resume, on_progress=on_progress)
     seconds = time.perf_counter() - start
-    return finish(recipe, out_dir, results, n, seconds)
+    return finish(recipe, out_dir, output, n, seconds)
 
 
-def finish(recipe: Recipe, out_dir: Path, results: list[ShardResult], n: int, seconds: float) -> GenerateResult:
-    records = [r for res in results for r in res.records]
-    schema = {name: (pl.Int64 if recipe.fields[name].kind == "integer" else None) for name in recipe.order}
-    df = pl.DataFrame(records, schema_overrides={k: v for k, v in schema.items() if v}, orient="row") \
-        if records else pl.DataFrame({name: [] for name in recipe.order})
+@dataclass
+class RunOutput:
+    """What an executor hands back: the valid records in run-index order and the counters."""
+
+    records: pl.DataFrame
+    invalid: int
+    stats: dict[str, FieldStats]
+
+
+def field_dtype(spec: FieldSpec) -> pl.DataType:
+    """The column type of a field's values (the same for every executor)."""
+    ranged = spec.kind == "integer" or (spec.kind == "sample" and not spec.options)
+    return pl.Int64() if ranged else pl.String()
+
+
+def records_frame(recipe: Recipe, records: list[dict]) -> pl.DataFrame:
+    schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
+    return pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
+
+
+def merge_shards(recipe: Recipe, results: list[ShardResult]) -> RunOutput:
     stats = {name: FieldStats() for name in recipe.order}
     for res in results:
         for name, s in res.stats.items():
             stats[name].add(s)
-    invalid = sum(res.invalid for res in results)
+    records = records_frame(recipe, [r for res in results for r in res.records])
+    return RunOutput(records, sum(res.invalid for res in results), stats)
+
+
+def finish(recipe: Recipe, out_dir: Path, output: RunOutput, n: int, seconds: float) -> GenerateResult:
+    """Dedup and report the merged records of a run, and write every output file."""
+    df = output.records
     result = dedup(df, keys=recipe.dedup_keys, near_dup_fields=recipe.near_dup_fields)
     kept = add_messages(result.df, recipe)
     report = build_report(
@@ -267,9 +324,9 @@ def finish(recipe: Recipe, out_dir: Path, results: list[ShardResult], n: int, se
         recipe=recipe.name,
         n_requested=n,
         n_generated=len(df),
-        removed={"invalid": invalid, "exact_duplicates": result.exact_duplicates,
+        removed={"invalid": output.invalid, "exact_duplicates": result.exact_duplicates,
                  "near_duplicates": result.near_duplicates},
-        field_stats={k: vars(v) for k, v in stats.items()},
+        field_stats={k: vars(v) for k, v in output.stats.items()},
         timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
     )
     files = write_outputs(kept, out_dir)

@@ -23,11 +23,13 @@ import yaml
 from synthgen.errors import ConfigError
 from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, load_template_file
 
-__all__ = ["KINDS", "FieldSpec", "Recipe", "load_recipe"]
+__all__ = ["EXECUTORS", "KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
 
 KINDS = ("choice", "integer", "text", "sample")
-TOP_KEYS = ("name", "description", "model", "adapter", "seed", "count", "batch_size",
-            "dedup_keys", "near_dup_fields", "output", "fields")
+TOP_KEYS = ("name", "description", "model", "adapter", "engine", "executor", "ray", "seed", "count",
+            "batch_size", "dedup_keys", "near_dup_fields", "output", "fields")
+EXECUTORS = ("local", "ray")
+RAY_KEYS = ("concurrency", "batch_size", "num_cpus", "num_gpus", "address")
 _TEMPLATE = ("template", "template_inline")
 _SAMPLING = ("max_tokens", "retries", "temperature", "top_p", "use_adapter")
 FIELD_KEYS = {
@@ -91,6 +93,17 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """Options of the Ray executor (recipe key ``ray``, all optional)."""
+
+    concurrency: int = 2  # actors per model field (each loads the model once)
+    batch_size: int | None = None  # records per map_batches call; None = the recipe's batch_size
+    num_cpus: float | None = None  # CPUs per actor; None = the cluster's CPUs shared by all actors
+    num_gpus: float = 0.0  # GPUs per actor
+    address: str | None = None  # an existing cluster; None = start a local one
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe. ``fields`` keeps declaration order; ``order`` is fill order."""
 
@@ -101,6 +114,9 @@ class Recipe:
     description: str = ""
     model: str | None = None
     adapter: str | None = None  # "none" = the base model alone
+    engine: str = "transformers"  # what runs the model (synthgen.engine.create_engine)
+    executor: str = "local"  # where the records are made: "local" (this process) or "ray"
+    ray: RayOptions = field(default_factory=RayOptions)
     seed: int = 0
     count: int = 100
     batch_size: int = 32
@@ -112,12 +128,21 @@ class Recipe:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    def with_overrides(self, count=None, seed=None, model=None, adapter=None) -> Recipe:
+    def with_overrides(self, count=None, seed=None, model=None, adapter=None, engine=None, executor=None,
+                       concurrency=None) -> Recipe:
         """A copy with command-line overrides applied (None keeps the recipe's value)."""
-        given = {"count": count, "seed": seed, "model": model, "adapter": adapter}
+        given = {"count": count, "seed": seed, "model": model, "adapter": adapter, "engine": engine,
+                 "executor": executor}
         changes = {k: v for k, v in given.items() if v is not None}
         _num(self.path, "count (override)", changes.get("count", 1), low=1)
         _num(self.path, "seed (override)", changes.get("seed", 0), low=0)
+        if engine is not None:
+            _engine(self.path, "engine (override)", engine)
+        if executor is not None:
+            _executor(self.path, "executor (override)", executor)
+        if concurrency is not None:
+            changes["ray"] = dataclasses.replace(
+                self.ray, concurrency=_num(self.path, "ray.concurrency (override)", concurrency, low=1))
         return dataclasses.replace(self, **changes)
 
 
@@ -173,6 +198,9 @@ def load_recipe(path: str | Path) -> Recipe:
         description=_str(src, "description", data.get("description", "")),
         model=_str(src, "model", data.get("model"), optional=True),
         adapter=_str(src, "adapter", data.get("adapter"), optional=True),
+        engine=_engine(src, "engine", data.get("engine", "transformers")),
+        executor=_executor(src, "executor", data.get("executor", "local")),
+        ray=_ray_options(src, data.get("ray", {})),
         seed=_num(src, "seed", data.get("seed", 0), low=0),
         count=_num(src, "count", data.get("count", 100), low=1),
         batch_size=_num(src, "batch_size", data.get("batch_size", 32), low=1),
@@ -374,6 +402,38 @@ def _output(src: Path, value: object, fields: dict) -> dict:
         if (role in messages or role != "system") and messages.get(role) not in list(fields):
             raise ConfigError(src, f"{key}.{role}", f"expected a field name (one of: {', '.join(fields)})")
     return {"messages": {role: messages[role] for role in _MESSAGE_ROLES if role in messages}}
+
+
+def _engine(src: Path, key: str, value: object) -> str:
+    from synthgen.engine import ENGINES, LAZY_ENGINES  # imports torch: only when an engine is named
+
+    known = sorted({*ENGINES, *LAZY_ENGINES})
+    if value not in known:
+        what = repr(value) if isinstance(value, str) else _show(value)
+        raise ConfigError(src, key, f"unknown engine {what}; expected one of: {', '.join(known)}")
+    return value
+
+
+def _executor(src: Path, key: str, value: object) -> str:
+    if value not in EXECUTORS:
+        what = repr(value) if isinstance(value, str) else _show(value)
+        raise ConfigError(src, key, f"unknown executor {what}; expected one of: {', '.join(EXECUTORS)}")
+    return value
+
+
+def _ray_options(src: Path, value: object) -> RayOptions:
+    if not isinstance(value, dict):
+        raise ConfigError(src, "ray", f"expected a mapping of Ray executor options, got {_show(value)}")
+    _check_keys(src, "ray", value, RAY_KEYS, "ray")
+    get = value.get
+    batch_size, num_cpus = get("batch_size"), get("num_cpus")
+    return RayOptions(
+        concurrency=_num(src, "ray.concurrency", get("concurrency", 2), low=1),
+        batch_size=None if batch_size is None else _num(src, "ray.batch_size", batch_size, low=1),
+        num_cpus=None if num_cpus is None else _num(src, "ray.num_cpus", num_cpus, float, low=0, open_low=True),
+        num_gpus=_num(src, "ray.num_gpus", get("num_gpus", 0.0), float, low=0),
+        address=_str(src, "ray.address", get("address"), optional=True),
+    )
 
 
 def _show(value: object) -> str:

@@ -108,3 +108,72 @@ def test_unknown_engine_is_a_clear_error():
 def test_bad_adapter_path_is_a_clear_error(tiny_model_dir, tmp_path):
     with pytest.raises(SynthgenError, match="adapter_config.json"):
         TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path))
+
+
+# ------------------------------------------------------------ per-prompt seeds
+SEEDED = ["Give me a name.", "Pick a fruit.", "Hi.", "Write a short biography of a person born in 1950 in Paris."]
+
+
+def test_per_prompt_seeds_do_not_depend_on_batch_neighbours(engine):
+    # A prompt's samples depend on its own seed only: alone, in another order, or
+    # with the engine splitting the rows into batches of 3, it gets the same text.
+    seeds = [11, 12, 13, 14]
+    together = engine.generate(SEEDED, n=2, max_new_tokens=8, seed=seeds)
+    alone = [engine.generate([p], n=2, max_new_tokens=8, seed=[s])[0] for p, s in zip(SEEDED, seeds)]
+    reordered = engine.generate(SEEDED[::-1], n=2, max_new_tokens=8, seed=seeds[::-1])[::-1]
+    batch_size, engine.batch_size = engine.batch_size, 3
+    try:
+        split = engine.generate(SEEDED, n=2, max_new_tokens=8, seed=seeds)
+    finally:
+        engine.batch_size = batch_size
+    assert together == alone == reordered == split
+    # the two samples of a prompt use different streams, and a different seed changes the text
+    assert any(a != b for a, b in together)
+    assert engine.generate(SEEDED, n=2, max_new_tokens=8, seed=[21, 22, 23, 24]) != together
+
+
+def test_int_seed_gives_each_prompt_its_own_seed(engine):
+    # An int seed stands for per-prompt seeds derived from (seed, prompt index):
+    # two copies of one prompt get different samples, and the engine's batch
+    # size does not matter.
+    a = engine.generate(["Pick a fruit.", "Pick a fruit."], max_new_tokens=10, seed=5)
+    batch_size, engine.batch_size = engine.batch_size, 1
+    try:
+        b = engine.generate(["Pick a fruit.", "Pick a fruit."], max_new_tokens=10, seed=5)
+    finally:
+        engine.batch_size = batch_size
+    assert a == b and a[0] != a[1]
+
+
+def test_one_seed_per_prompt_is_checked(engine):
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        engine.generate(["a", "b"], seed=[1, 2, 3])
+
+
+def test_tiny_top_p_and_full_min_p_are_greedy(engine):
+    greedy = engine.generate(SEEDED, temperature=0, max_new_tokens=8)
+    assert engine.generate(SEEDED, top_p=1e-6, max_new_tokens=8, seed=1) == greedy
+    assert engine.generate(SEEDED, min_p=1.0, max_new_tokens=8, seed=2) == greedy
+
+
+def test_first_token_frequencies_follow_the_model(engine):
+    # The sampler draws from the model's distribution: the first token of 3000
+    # samples (one generated token each) against softmax of the prompt's logits.
+    prompt = "Pick a fruit."
+    batch_size, engine.batch_size = engine.batch_size, 1000
+    try:
+        samples = engine.generate([prompt], n=3000, max_new_tokens=1, seed=0)[0]
+    finally:
+        engine.batch_size = batch_size
+    ids = torch.tensor([engine.encode_prompt(prompt)])
+    with torch.no_grad():
+        probs = torch.softmax(engine.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    expected: dict[str, float] = {}
+    for token, p in enumerate(probs.tolist()):
+        text = "" if token == engine.end_id else engine.tokenizer.decode([token], skip_special_tokens=True)
+        expected[text] = expected.get(text, 0.0) + p
+    top = sorted(expected, key=expected.get, reverse=True)[:5]
+    assert expected[top[0]] > 0.02, "the check needs tokens with visible mass"
+    for text in top:
+        share = samples.count(text) / len(samples)
+        assert abs(share - expected[text]) < 4 * (expected[text] * (1 - expected[text]) / len(samples)) ** 0.5 + 1e-3

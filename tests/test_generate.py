@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import dataclasses
+
 import datasets
 import polars as pl
 import pytest
@@ -166,8 +168,8 @@ def test_resume_after_kill_matches_uninterrupted_run(recipe_path, tiny_model_dir
 
 
 def test_attribute_draws_do_not_depend_on_later_text_fields(recipe_path, engine):
-    """Text fields are filled last and draw from the shard's generator after the
-    attributes, so dropping them leaves the attribute values unchanged (what
+    """Every field draws from its own per-record generator, so dropping the text
+    field leaves the attribute values unchanged (what
     benchmarks/biography_compare.py --attributes-only relies on)."""
     import dataclasses
 
@@ -180,3 +182,51 @@ def test_attribute_draws_do_not_depend_on_later_text_fields(recipe_path, engine)
     attrs = make_shard(short, FieldFiller(engine), 3, 8)
     assert full.invalid == 0
     assert [{k: r[k] for k in keep} for r in full.records] == attrs.records
+
+
+# a text field that fails its pattern about 2 times in 3, so retries and dropped records happen
+RETRY_RECIPE = RECIPE.replace("    min_chars: 1\n    retries: 1\n", "    pattern: '\\d'\n    retries: 1\n")
+
+
+def test_records_do_not_depend_on_batch_size(tmp_path, engine):
+    """Per-record seeding: batch sizes 1, 7 and 32 give the same records, the same
+    dropped records and the same per-field counters (retries included)."""
+    path = tmp_path / "retry.yaml"
+    path.write_text(RETRY_RECIPE, encoding="utf-8")
+    recipe = load_recipe(path).with_overrides(count=16)
+    frames, reports = [], []
+    for size in (1, 7, 32):
+        result = generate(dataclasses.replace(recipe, batch_size=size), tmp_path / f"b{size}", engine)
+        frames.append(pl.read_parquet(tmp_path / f"b{size}" / "records.parquet"))
+        reports.append(result.report)
+    assert 0 < reports[0]["removed"]["invalid"] < 16, "the pattern should drop some records, not all"
+    assert reports[0]["fields"]["bio"]["valid_rate"] < 1.0
+    for frame, rep in zip(frames[1:], reports[1:]):
+        assert frame.equals(frames[0])
+        assert rep["removed"] == reports[0]["removed"]
+        for name, info in rep["fields"].items():  # the same counters; entropies up to float summation order
+            first = reports[0]["fields"][name]
+            assert {k: v for k, v in info.items() if not isinstance(v, float)} == \
+                {k: v for k, v in first.items() if not isinstance(v, float)}
+            assert {k: v for k, v in info.items() if isinstance(v, float)} == \
+                pytest.approx({k: v for k, v in first.items() if isinstance(v, float)}, rel=1e-12)
+
+
+def test_a_record_depends_only_on_its_index(recipe_path, engine):
+    """Record i is the same whether it is made alone or among others."""
+    from synthgen.generate import FieldFiller, make_records
+
+    recipe = load_recipe(recipe_path)
+    together = make_records(recipe, FieldFiller(engine), [3, 11, 12, 30])
+    alone = [make_records(recipe, FieldFiller(engine), [i]) for i in (30, 12, 11, 3)][::-1]
+    assert together.records == [r for res in alone for r in res.records]
+    assert together.invalid == sum(res.invalid for res in alone)
+
+
+def test_resume_refuses_a_run_with_another_executor(recipe_path, engine, tmp_path):
+    from synthgen.errors import SynthgenError
+
+    recipe = load_recipe(recipe_path).with_overrides(count=8)
+    generate(recipe, tmp_path / "o", engine)
+    with pytest.raises(SynthgenError, match="different executor"):
+        generate(recipe, tmp_path / "o", engine, resume=True, executor="ray")

@@ -1,0 +1,324 @@
+"""Executors: where the records are made.
+
+The engine says *what* runs the model (transformers, vLLM); the executor says
+*where* the column-wise job runs. Both make the same records for the same seed,
+because every record's randomness derives from (run seed, record index, field)
+(:mod:`synthgen.generate`).
+
+* :class:`LocalExecutor` (``local``): shards of ``batch_size`` records, filled
+  one after the other in this process with one loaded engine; each finished
+  shard is written as ``shards/shard-NNNNN.jsonl`` (+ ``.meta.json``).
+* :class:`RayExecutor` (``ray``): the records flow as a ``ray.data`` dataset of
+  record indices; each field is one ``map_batches`` stage, over a pool of actors
+  that each build an engine from an :class:`EngineSpec` (model loaded once per
+  actor) for model fields, over plain tasks for ``sample`` fields. The driver
+  streams the finished blocks into ``shards/part-<first index>.parquet``
+  (atomically, so ``--resume`` only regenerates the indices no shard holds);
+  dedup and the report then run on the merged shards with polars.
+
+Ray is an optional dependency (``pip install 'synthgen[ray]'``), imported only
+when the Ray executor runs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from synthgen.engine import Engine, create_engine, resolve_adapter
+from synthgen.errors import MissingDependencyError, SynthgenError
+from synthgen.generate import (
+    FieldFiller,
+    FieldStats,
+    RunOutput,
+    field_dtype,
+    make_shard,
+    merge_shards,
+    read_shard,
+    write_shard,
+)
+from synthgen.recipe import RayOptions, Recipe
+from synthgen.report import atomic_write
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None] | None
+
+
+# ---------------------------------------------------------------- engine spec
+@dataclass
+class EngineSpec:
+    """How to build an engine where it will run: ``create_engine(name, model=, adapter=, **kwargs)``.
+
+    ``adapter`` is a resolved adapter directory, or None for the base model.
+    """
+
+    name: str = "transformers"
+    model: str | None = None
+    adapter: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, **kwargs) -> EngineSpec:
+        """The recipe's engine, model and adapter (``None`` adapter = the shipped default)."""
+        path = resolve_adapter(recipe.model, recipe.adapter or "default")
+        return cls(recipe.engine, recipe.model, str(path) if path else None, kwargs)
+
+    @classmethod
+    def of(cls, engine: Engine | EngineSpec) -> EngineSpec:
+        """The spec of a loaded engine: the same engine name, model and adapter."""
+        if isinstance(engine, EngineSpec):
+            return engine
+        return cls(engine.name, engine.model_name or None, engine.adapter_name)
+
+    @property
+    def model_name(self) -> str:
+        from synthgen.models import DEFAULT_MODEL
+
+        return str(self.model or DEFAULT_MODEL)
+
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter
+
+    def prepare(self) -> None:
+        """Fetch / check the model once in the driver, so actors neither race to pull
+        it into the cache nor each fail on a bad ``--model`` deep inside Ray."""
+        if self.name == "transformers":
+            from synthgen.models import resolve
+
+            resolve(self.model)
+
+    def build(self) -> Engine:
+        return create_engine(self.name, model=self.model, adapter=self.adapter or "none", **self.kwargs)
+
+
+def get_executor(executor: str | LocalExecutor | RayExecutor, recipe: Recipe):
+    """An executor by name (options from the recipe), or the given executor object."""
+    if not isinstance(executor, str):
+        return executor
+    if executor == "local":
+        return LocalExecutor()
+    if executor == "ray":
+        return RayExecutor(recipe.ray)
+    raise SynthgenError(f"unknown executor {executor!r}; expected one of: local, ray")
+
+
+# ---------------------------------------------------------------------- local
+class LocalExecutor:
+    """Shards of ``recipe.batch_size`` records, one after the other, in this process."""
+
+    name = "local"
+
+    def run(self, recipe: Recipe, engine: Engine | EngineSpec | None, shards_dir: Path, *, resume: bool,
+            on_progress: Progress = None) -> RunOutput:
+        if isinstance(engine, EngineSpec):
+            engine = engine.build()
+        filler = FieldFiller(engine)
+        n = recipe.count
+        results, done = [], 0
+        for index in range(math.ceil(n / recipe.batch_size)):
+            size = min(recipe.batch_size, n - index * recipe.batch_size)
+            result = read_shard(shards_dir, index) if resume else None
+            if result is None:
+                result = make_shard(recipe, filler, index, size)
+                write_shard(shards_dir, index, result)
+            results.append(result)
+            done += size
+            if on_progress:
+                on_progress(done, n)
+        return merge_shards(recipe, results)
+
+
+# ------------------------------------------------------------------------ ray
+INDEX, ALIVE = "_index", "_alive"
+
+
+def drawn_column(name: str) -> str:
+    return f"_drawn_{name}"
+
+
+def fill_batch(batch, recipe: Recipe, name: str, filler: FieldFiller):
+    """One ``map_batches`` call: fill field ``name`` for the live rows of an arrow batch.
+
+    Adds the field's column (null where a record is dead) and ``_drawn_<name>``
+    (samples drawn per record), and marks records whose value failed as dead.
+    """
+    import pyarrow as pa
+
+    rows = batch.to_pylist()
+    live = [k for k, row in enumerate(rows) if row[ALIVE]]
+    prior = recipe.order[: recipe.order.index(name)]
+    records = [{f: rows[k][f] for f in prior} for k in live]
+    ok, drawn = filler.fill(recipe.fields[name], records, [rows[k][INDEX] for k in live], recipe.seed)
+    values, drawn_col, alive = [None] * len(rows), [0] * len(rows), [row[ALIVE] for row in rows]
+    for k, rec, good, count in zip(live, records, ok, drawn):
+        values[k], drawn_col[k], alive[k] = (rec[name] if good else None), count, good
+    dtype = pa.int64() if field_dtype(recipe.fields[name]) == pl.Int64() else pa.string()
+    batch = batch.set_column(batch.schema.get_field_index(ALIVE), ALIVE, pa.array(alive, pa.bool_()))
+    batch = batch.append_column(name, pa.array(values, dtype))
+    return batch.append_column(drawn_column(name), pa.array(drawn_col, pa.int64()))
+
+
+class FieldStage:
+    """A Ray actor's callable: holds one engine (built once per actor) and fills one field."""
+
+    def __init__(self, recipe: Recipe, name: str, engine_spec: EngineSpec):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per actor is noise in the driver's log
+        self.recipe, self.name = recipe, name
+        self.filler = FieldFiller(engine_spec.build())
+
+    def __call__(self, batch):
+        return fill_batch(batch, self.recipe, self.name, self.filler)
+
+
+def fill_sample_batch(batch, recipe: Recipe, name: str):
+    """A Ray task for a ``sample`` field (no model)."""
+    return fill_batch(batch, recipe, name, FieldFiller(None))
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError("ray", "ray") from err
+    return ray
+
+
+class RayExecutor:
+    """Records as a ``ray.data`` dataset, one ``map_batches`` stage per field.
+
+    ``options.concurrency`` actors per model field, each with its own engine;
+    ``options.batch_size`` records per call (default: the recipe's batch_size);
+    ``options.num_cpus`` CPUs per actor (default: the cluster's CPUs divided
+    among all actors, so every stage fits at once); ``options.address``: an
+    existing cluster (default: a local one, started here and shut down after).
+    """
+
+    name = "ray"
+
+    def __init__(self, options: RayOptions | None = None):
+        self.options = options or RayOptions()
+
+    def run(self, recipe: Recipe, engine: Engine | EngineSpec | None, shards_dir: Path, *, resume: bool,
+            on_progress: Progress = None) -> RunOutput:
+        ray = import_ray()
+        n = recipe.count
+        done = shard_indices(shards_dir) if resume else set()
+        todo = [i for i in range(n) if i not in done]
+        if on_progress:
+            on_progress(len(done), n)
+        if todo:
+            spec = EngineSpec.of(engine) if engine is not None else None
+            if spec is not None:
+                spec.prepare()
+            started = not ray.is_initialized()
+            if started:
+                ray.init(address=self.options.address, include_dashboard=False, configure_logging=False)
+            try:
+                self._stream(ray, recipe, spec, todo, shards_dir, len(done), on_progress)
+            finally:
+                if started:
+                    ray.shutdown()
+        return read_parquet_shards(recipe, shards_dir)
+
+    def _stream(self, ray, recipe: Recipe, spec: EngineSpec | None, todo: list[int], shards_dir: Path,
+                done: int, on_progress: Progress) -> None:
+        import pyarrow as pa
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        opts = self.options
+        size = opts.batch_size or recipe.batch_size
+        blocks = [pa.table({INDEX: pa.array(todo[i : i + size], pa.int64()),
+                            ALIVE: pa.array([True] * len(todo[i : i + size]), pa.bool_())})
+                  for i in range(0, len(todo), size)]
+        ds = ray.data.from_arrow(blocks)
+        num_cpus = self.cpus_per_actor(ray, recipe)
+        for name in recipe.order:
+            if recipe.fields[name].uses_model:
+                ds = ds.map_batches(FieldStage, fn_constructor_kwargs={"recipe": recipe, "name": name,
+                                                                       "engine_spec": spec},
+                                    batch_size=size, batch_format="pyarrow",
+                                    compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
+                                    num_cpus=num_cpus, num_gpus=opts.num_gpus or None)
+            else:
+                ds = ds.map_batches(fill_sample_batch, fn_kwargs={"recipe": recipe, "name": name},
+                                    batch_size=size, batch_format="pyarrow", num_cpus=SAMPLE_TASK_CPUS)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                write_parquet_shard(shards_dir, batch)
+                done += batch.num_rows
+                if on_progress:
+                    on_progress(done, recipe.count)
+        except Exception as err:  # a user error inside an actor arrives wrapped by Ray
+            cause, seen = err, set()
+            while cause is not None and not isinstance(cause, SynthgenError) and id(cause) not in seen:
+                seen.add(id(cause))
+                cause = cause.__cause__ or getattr(cause, "cause", None)
+            if not isinstance(cause, SynthgenError):
+                raise
+            raise cause from None
+
+    def cpus_per_actor(self, ray, recipe: Recipe) -> float:
+        """CPUs per actor such that every stage's actors and the sample tasks fit at once.
+
+        All stages stream at the same time, so a cluster that cannot hold every
+        actor (plus a sliver for the ``sample`` tasks) would wait forever.
+        """
+        actors = sum(recipe.fields[f].uses_model for f in recipe.order) * self.options.concurrency
+        if not actors:
+            return self.options.num_cpus or 1.0
+        total = ray.cluster_resources().get("CPU", 0.0)
+        room = total - SAMPLE_TASK_CPUS * any(not recipe.fields[f].uses_model for f in recipe.order)
+        wanted = self.options.num_cpus if self.options.num_cpus is not None else min(1.0, room / actors)
+        if wanted <= 0 or actors * wanted > room + 1e-9:
+            raise SynthgenError(
+                f"the Ray cluster has {total:g} CPUs, too few for {actors} actors "
+                f"({self.options.concurrency} per model field) at {wanted:g} CPUs each; "
+                "lower ray.concurrency / --concurrency or ray.num_cpus")
+        return wanted
+
+
+SAMPLE_TASK_CPUS = 0.1  # a sample field is a few microseconds per record
+
+
+def write_parquet_shard(shards_dir: Path, batch) -> Path:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(batch, buffer)
+    first = min(batch.column(INDEX).to_pylist())
+    return atomic_write(shards_dir / f"part-{first:09d}.parquet", buffer.getvalue())
+
+
+def shard_indices(shards_dir: Path) -> set[int]:
+    """The record indices the finished parquet shards hold."""
+    files = sorted(shards_dir.glob("part-*.parquet"))
+    if not files:
+        return set()
+    return set(pl.scan_parquet(files).select(INDEX).collect()[INDEX].to_list())
+
+
+def read_parquet_shards(recipe: Recipe, shards_dir: Path) -> RunOutput:
+    """Merge the parquet shards with polars: valid records in index order, invalid count, counters."""
+    files = sorted(shards_dir.glob("part-*.parquet"))
+    schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
+    if not files:
+        return RunOutput(pl.DataFrame(schema=schema), 0, {name: FieldStats() for name in recipe.order})
+    df = pl.read_parquet(files).sort(INDEX)
+    if df[INDEX].n_unique() != len(df) or len(df) != recipe.count:
+        raise SynthgenError(f"{shards_dir}: the shards hold {df[INDEX].n_unique()} distinct of {len(df)} records, "
+                            f"expected {recipe.count} distinct")
+    stats = {name: FieldStats(drawn=int(df[drawn_column(name)].sum()), valid=int(df[name].is_not_null().sum()))
+             for name in recipe.order}
+    kept = df.filter(pl.col(ALIVE)).select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    return RunOutput(kept, int((~df[ALIVE]).sum()), stats)

@@ -45,7 +45,11 @@ writer for every method: the base model with the recipe's biography field
 (template, temperature, top-p, max tokens, stop, pattern, retries). Each text is
 checked for the record's first and last name and its occupation; the rate per
 method is reported with its n (small when a baseline rarely produces a fully
-valid record).
+valid record; then (g) is the reference that has one). Beside it, over all N
+records: the share of valid female/male records whose first name is in that
+gender's name list (``synthgen.quality.name_fits_gender``).
+
+Records, raw replies and biographies of every method stay in ``--work-dir``.
 
     python benchmarks/biography_diversity.py -n 500 --recipe-adapter out/adapters/biography-tuned
 
@@ -74,6 +78,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/biography.yaml"
 PERSONAS = ROOT / "recipes/data/personas.txt"
+NAME_LISTS = {g: ROOT / f"recipes/data/first_names_{g}.txt" for g in ("female", "male")}
 TABLE_FIELDS = ("first_name", "last_name", "birth_place", "occupation")
 TARGET_FIELDS = ("first_name", "birth_place", "occupation")
 FREE_MAX_TOKENS = 16  # free replies: a name, "City, Country", an occupation, a year
@@ -427,29 +432,33 @@ def markdown(result: dict) -> str:
              f"Machine: {result['machine']}.", "",
              f"Command: `{result['command']}`", "",
              "| method | field | unique | norm. entropy | top-1 share | valid rate "
-             "| quality: name / occupation / both (n) | wall s (attributes + bios) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| quality: name / occupation / both (n) | first name fits gender (n) | wall s (attributes + bios) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in METHODS:
         r = result["methods"].get(m.key)
         if r is None:
             continue
         if r.get("skipped"):
-            lines.append(f"| {m.label} | – | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {m.label} | – | skipped: {r['skipped']} | | | | | | |")
             continue
         q = r.get("quality") or {}
         qcell = (f"{_f(q.get('mentions_name'), 2)} / {_f(q.get('fits_occupation'), 2)} / {_f(q.get('ok'), 2)} "
                  f"({q.get('n', 0)})")
         wall = f"{_f(r['attr_seconds'], 0)} + {_f(r.get('bio_seconds'), 0)}"
+        g = r.get("name_fits_gender") or {}
+        gcell = f"{_f(g.get('rate'), 2)} ({g.get('n', 0)})"
         for j, f in enumerate(TABLE_FIELDS):
             x = r["fields"][f]
             lines.append(f"| {m.label if j == 0 else ''} | {f} | {x['unique']} | {_f(x['normalized_entropy'])} "
                          f"| {_f(x['top1_share'])} | {_f(x['valid_rate'])} | {qcell if j == 0 else ''} "
-                         f"| {wall if j == 0 else ''} |")
+                         f"| {gcell if j == 0 else ''} | {wall if j == 0 else ''} |")
     lines += ["", "Valid = the normalised reply equals an option (case-insensitive); unique, entropy and top-1 "
               "count valid values only; normalised entropy = H / log K, K the field's option count; quality = "
               "share of biographies that name the record's first and last name / its occupation (head noun or "
               "stem) / both (`synthgen/quality.py`), written by the same base-model writer for every method from "
-              "records whose six attributes are all valid."]
+              "records whose six attributes are all valid; first name fits gender = share of valid female/male "
+              "records whose first name is in that gender's list (`recipes/data/first_names_{female,male}.txt`), "
+              "over all N."]
     lenient = [(m, result["methods"][m.key]) for m in METHODS
                if result["methods"].get(m.key, {}).get("lenient_fields")]
     if lenient:
@@ -510,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from synthgen.engine import TransformersEngine
-    from synthgen.quality import quality_rate
+    from synthgen.quality import name_gender_rate, quality_rate
     from synthgen.recipe import load_recipe
 
     command = "python benchmarks/biography_diversity.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -523,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     attrs = tuple(f for f in full.order if full.fields[f].kind != "text")
     recipe = dataclasses.replace(full, fields={f: full.fields[f] for f in attrs}, order=attrs, near_dup_fields=())
     personas = [line.strip() for line in PERSONAS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names_by_gender = {g: [x.strip() for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+                       for g, p in NAME_LISTS.items()}
 
     t0 = time.perf_counter()
     base = TransformersEngine.load(None, adapter="none", device="cpu")
@@ -575,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("fields", "lenient_fields"):
             if key in r:
                 r[key] = {f: {k: v.get(k) for k in keep} for f, v in r[key].items()}
+        r["name_fits_gender"] = name_gender_rate(records, names_by_gender)
         chosen = bio_pool[: args.bio_n]
         bio_records = [dict(rec) for _, rec in chosen]
         t = time.perf_counter()

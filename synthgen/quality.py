@@ -28,6 +28,14 @@ per record, two plain string facts about the ``biography`` text:
 ``ok`` = ``mentions_name and fits_occupation``. A missing or empty biography
 fails every check.
 
+``name_fits_gender`` (a separate, attribute-only check; no text needed)
+    For a female or male record, whether its first name is in that gender's
+    name list (the recipe's ``first_names_female.txt`` / ``first_names_male.txt``,
+    which partition ``first_names.txt``); undecided (``None``) for other
+    genders and names in neither list. It catches a coherence cost that the text
+    check cannot: a first name drawn without regard to the gender the prompt
+    asked for. Blind spot: unisex names (Avery, Jordan) sit in one list only.
+
 Known blind spots (this is a string check, not a judge):
 
 * synonyms and paraphrases fail: "doctor" for physician, "she treated
@@ -50,10 +58,11 @@ Known blind spots (this is a string check, not a judge):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["AGENT_SUFFIXES", "MIN_STEM", "biography_check", "occupation_stem", "quality_rate"]
+__all__ = ["AGENT_SUFFIXES", "MIN_STEM", "biography_check", "name_fits_gender", "name_gender_rate",
+           "occupation_stem", "quality_rate"]
 
 AGENT_SUFFIXES = ("ist", "ian", "ant", "ent", "ive", "ary", "er", "or")  # longest first
 MIN_STEM = 5
@@ -106,3 +115,21 @@ def quality_rate(records: Iterable[Mapping[str, Any]], text_field: str = "biogra
     n = len(checks)
     keys = ("mentions_name", "fits_occupation", "occupation_exact", "ok")
     return {"n": n, **{k: (sum(c[k] for c in checks) / n if n else None) for k in keys}}
+
+
+def name_fits_gender(record: Mapping[str, Any], names_by_gender: Mapping[str, Collection[str]]) -> bool | None:
+    """True / False when ``record['gender']`` has a name list and the first name is in some
+    list (True: its own gender's); None (undecided) otherwise. Case-insensitive."""
+    lists = {g.casefold(): {n.casefold() for n in names} for g, names in names_by_gender.items()}
+    gender = str(record.get("gender") or "").casefold()
+    name = str(record.get("first_name") or "").casefold()
+    if gender not in lists or not any(name in names for names in lists.values()):
+        return None
+    return name in lists[gender]
+
+
+def name_gender_rate(records: Iterable[Mapping[str, Any]], names_by_gender: Mapping[str, Collection[str]]
+                     ) -> dict[str, Any]:
+    """Share of decided records whose first name fits their gender, with ``n`` decided records."""
+    verdicts = [v for v in (name_fits_gender(r, names_by_gender) for r in records) if v is not None]
+    return {"n": len(verdicts), "rate": sum(verdicts) / len(verdicts) if verdicts else None}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthgen.quality import biography_check, occupation_stem, quality_rate
+from synthgen.quality import biography_check, name_fits_gender, name_gender_rate, occupation_stem, quality_rate
 
 
 def rec(text, first="Emily", last="Stone", occupation="teacher"):
@@ -88,3 +88,30 @@ def test_ok_needs_both_checks_and_rate_counts_them():
 def test_rate_of_nothing_is_undefined():
     assert quality_rate([]) == {"n": 0, "mentions_name": None, "fits_occupation": None,
                                 "occupation_exact": None, "ok": None}
+
+
+NAMES = {"female": ["Emily", "Ada"], "male": ["James"]}
+
+
+@pytest.mark.parametrize(
+    ("gender", "first", "expected"),
+    [
+        ("female", "Emily", True),
+        ("Female", "emily", True),        # case-insensitive
+        ("male", "Emily", False),
+        ("female", "James", False),
+        ("male", "James", True),
+        ("non-binary", "Emily", None),     # no list for that gender: undecided
+        ("female", "Zork", None),          # name in no list: undecided
+        (None, "Emily", None),
+    ],
+)
+def test_name_fits_gender(gender, first, expected):
+    assert name_fits_gender({"gender": gender, "first_name": first}, NAMES) is expected
+
+
+def test_name_gender_rate_counts_decided_records_only():
+    records = [{"gender": "female", "first_name": "Ada"}, {"gender": "male", "first_name": "Ada"},
+               {"gender": "non-binary", "first_name": "Ada"}, {"gender": "male", "first_name": "James"}]
+    assert name_gender_rate(records, NAMES) == {"n": 3, "rate": pytest.approx(2 / 3)}
+    assert name_gender_rate([], NAMES) == {"n": 0, "rate": None}

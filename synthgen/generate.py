@@ -103,12 +103,7 @@ class FieldFiller:
         the run). Returns which records are valid and how many samples each one drew."""
         if spec.kind == "sample":
             for rec, index in zip(records, indices):
-                rng = record_rng(seed, index, spec.name)
-                if spec.options:
-                    p = np.asarray(spec.weights) if spec.weights else None
-                    rec[spec.name] = spec.options[rng.choice(len(spec.options), p=p)]
-                else:
-                    rec[spec.name] = int(rng.integers(spec.min, spec.max + 1))
+                rec[spec.name] = spec.draw(record_rng(seed, index, spec.name))
             return [True] * len(records), [1] * len(records)
         if spec.kind == "choice" or (spec.kind == "integer" and spec.max - spec.min < MAX_SCORED_RANGE):
             options = spec.options if spec.kind == "choice" else tuple(str(v) for v in range(spec.min, spec.max + 1))

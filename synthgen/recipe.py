@@ -79,6 +79,13 @@ class FieldSpec:
             return self.options
         return range(self.min, self.max + 1)
 
+    def draw(self, rng) -> str | int:
+        """One value from the recipe's own distribution, with a numpy Generator: an option by
+        the recipe's weights (uniform without), else an integer uniform in [min, max]."""
+        if self.options:
+            return self.options[rng.choice(len(self.options), p=list(self.weights) if self.weights else None)]
+        return int(rng.integers(self.min, self.max + 1))
+
     def parse_value(self, raw: str) -> str | int | None:
         """The value a stripped reply stands for, or None if invalid: an option, an integer in
         [min, max], or text of ``min_chars`` or more where ``pattern.search`` finds a match."""

@@ -49,14 +49,6 @@ def closed_values(spec: FieldSpec) -> tuple[str, ...] | None:
     return None
 
 
-def draw_value(spec: FieldSpec, rng: np.random.Generator) -> str | int:
-    """One value from the distribution the recipe asks for (weights, else uniform)."""
-    if spec.options is not None:
-        p = np.asarray(spec.weights) if spec.weights else None
-        return spec.options[rng.choice(len(spec.options), p=p)]
-    return int(rng.integers(spec.min, spec.max + 1))
-
-
 def ancestors(recipe: Recipe, name: str) -> set[str]:
     seen: set[str] = set()
     todo = list(recipe.fields[name].depends_on)
@@ -88,7 +80,7 @@ def recipe_tasks(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> R
         for _ in range(prompts_per_field * 8 if upstream else 1):
             record: dict = {}
             for dep in upstream:
-                record[dep] = draw_value(recipe.fields[dep], rng)
+                record[dep] = recipe.fields[dep].draw(rng)
             prompt = spec.template.render(record)
             if prompt not in prompts:
                 prompts.append(prompt)

@@ -376,11 +376,12 @@ def test_gpu_check_agreement_rule(gpu_check):
     result = gpu_check.agreement(ref, one_token_off, None)
     assert not result["passed"] and result["max_abs_diff"] == pytest.approx(1.2)
     # in bf16 the tolerance scales with what transformers itself drifts in that dtype
-    drifted = [[v + 0.1 for v in row] for row in ref]
-    bf16_like = [[v - 0.2 for v in row] for row in ref]
-    result = gpu_check.agreement(ref, bf16_like, drifted, shifted=[[v + 5.0 for v in row] for row in ref])
-    assert result["passed"] and result["tolerance"] == pytest.approx(0.3)
-    assert result["conclusive"]  # scores move 5 nats with the prompt, >= 2x the tolerance
-    insensitive = [[v + 0.5 for v in row] for row in ref]  # moves less than twice the tolerance
-    assert not gpu_check.agreement(ref, bf16_like, drifted, shifted=insensitive)["conclusive"]
-    assert not gpu_check.agreement(ref, [[v - 0.5 for v in row] for row in ref], drifted)["passed"]
+    drifted = [[-1.0, -2.5, -4.0 + 0.3], [-0.5 + 0.05, -3.0]]  # max 0.3, mean 0.07
+    shifted = [[v + 5.0 for v in row] for row in ref]
+    result = gpu_check.agreement(ref, [[v - 0.1 for v in row] for row in ref], drifted, shifted)
+    assert result["tolerance"]["max"] == pytest.approx(0.9) and result["tolerance"]["mean"] == pytest.approx(0.21)
+    assert result["passed"] and result["conclusive"]  # scores move 5 nats with the prompt, >= 2x the tolerance
+    # every option off by 0.5: within the max tolerance but not the mean one
+    assert not gpu_check.agreement(ref, [[v - 0.5 for v in row] for row in ref], drifted, shifted)["passed"]
+    insensitive = [[v + 0.3 for v in row] for row in ref]  # moves less than twice the mean tolerance
+    assert not gpu_check.agreement(ref, ref, drifted, insensitive)["conclusive"]

@@ -8,6 +8,7 @@ code 1; nothing else is caught.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
     if config is not None and recipe is not None:
         cfg.tasks, cfg.recipe = None, str(recipe)
     tasks = training.config_tasks(cfg)
-    bar = tqdm(total=cfg.epochs * len(tasks), unit="step", desc="train", dynamic_ncols=True)
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch: one bar, one message
+    bar = tqdm(total=cfg.epochs * len(tasks), unit="task", desc="train", dynamic_ncols=True, disable=not main_process)
 
     def on_step(info: dict) -> None:
         bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
@@ -96,6 +98,8 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
         result = training.train(cfg, out_dir, on_step=on_step)
     finally:
         bar.close()
+    if not main_process:
+        return
     click.echo(
         f"adapter saved to {result.out_dir} after {result.epochs_run} epochs in {result.seconds:.0f} s "
         f"(final epoch loss {result.final_loss:.3f}, optimum {result.optimal_loss:.3f})"

@@ -13,6 +13,13 @@ its optimum, so the model does not learn to produce only the listed targets;
 closed families (numbers, days) train until within ``(1+tol)``. The run ends
 when every family has stopped or after ``epochs``.
 
+Data parallel: ``tasks_per_step`` tasks make one optimizer step (their
+gradients averaged). Under ``accelerate launch`` (or ``torchrun``) with N
+processes, every process takes its share of each step's tasks and the
+gradients are averaged across processes (one all-reduce per step), so N
+processes with ``tasks_per_step: k`` compute the same steps as one process
+with ``tasks_per_step: N*k``. Process 0 saves the adapter.
+
 Tasks come from a task file (``tasks:``) or from a recipe (``recipe:``, or
 ``synthgen train --from-recipe``): then every closed-set field of the recipe
 becomes tasks whose prompts are the ones generation will ask
@@ -24,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -85,6 +93,11 @@ class TrainConfig:
     seed: int = 0
     chunk_size: int = 256
     max_targets_per_step: int | None = None
+    # tasks per optimizer step on each process (their gradients are averaged)
+    tasks_per_step: int = 1
+    # "auto" (cuda if available, else cpu), "cpu", "cuda"; under accelerate
+    # launch each process uses the device accelerate assigns it
+    device: str = "auto"
     lora: LoraOptions = field(default_factory=LoraOptions)
     source: str = ""
 
@@ -109,7 +122,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(src, name, f"expected a path or name (a string), got {value!r}")
-        for name in ("epochs", "seed", "chunk_size", "prompts_per_field", "preserve_tokens"):
+        for name in ("epochs", "seed", "chunk_size", "prompts_per_field", "preserve_tokens", "tasks_per_step"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
                 raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
@@ -124,6 +137,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise ConfigError(src, name, f"expected a list of family names, got {value!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                    or self.device.startswith("cuda:")):
+            raise ConfigError(src, "device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(src, "lr_schedule", f"expected 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not isinstance(self.lora.rank, int) or self.lora.rank <= 0:
@@ -194,7 +210,7 @@ def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.
 
     prompt_ids, options_ids = encoded
     logp = option_logprobs(model, prompt_ids, options_ids, chunk_size)
-    return -(weights * logp).sum()
+    return -(weights.to(logp.device) * logp).sum()
 
 
 def subsample(encoded, weights: torch.Tensor, limit: int | None, rng: random.Random):
@@ -207,6 +223,68 @@ def subsample(encoded, weights: torch.Tensor, limit: int | None, rng: random.Ran
         return encoded, weights
     idx = sorted(rng.sample(range(k), limit))
     return (prompt_ids, [options_ids[i] for i in idx]), weights[idx] * (k / limit)
+
+
+# ------------------------------------------------------------ data parallel
+def world_size() -> int:
+    """Processes in this training run (``WORLD_SIZE``, set by ``accelerate launch`` / ``torchrun``)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def steps_per_epoch(n_tasks: int, tasks_per_step: int, world: int | None = None) -> int:
+    return math.ceil(n_tasks / (tasks_per_step * (world or world_size())))
+
+
+@dataclass
+class Processes:
+    """This process's place in a (possibly single-process) training run."""
+
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @classmethod
+    def start(cls, device: str) -> Processes:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if world_size() == 1:
+            return cls(0, 1, device)
+        from accelerate import PartialState  # sets up the process group (nccl on GPUs, gloo on CPUs)
+
+        state = PartialState(cpu=device == "cpu")
+        return cls(state.process_index, state.num_processes, str(state.device))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over processes, in place (a no-op for one process)."""
+        if self.world > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def average_gradients(params: list[torch.nn.Parameter], n_local: int, procs: Processes) -> int:
+    """Turn each process's summed task gradients into the mean over every task
+    of the step, on every process (one flat all-reduce). Returns the task count."""
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                     + [torch.tensor([float(n_local)], device=params[0].device)])
+    procs.sum_(flat)
+    count = int(round(float(flat[-1])))
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = (flat[offset: offset + n] / max(count, 1)).view_as(p).clone()
+        offset += n
+    return count
 
 
 def lora_model(base_model, options: LoraOptions):
@@ -241,6 +319,7 @@ def train(config: TrainConfig, out_dir: str | Path,
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
         raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
+    procs = Processes.start(config.device)
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     model_name = config.model
@@ -248,7 +327,7 @@ def train(config: TrainConfig, out_dir: str | Path,
         from synthgen.recipe import load_recipe
 
         model_name = load_recipe(config.recipe).model
-    engine = TransformersEngine.load(model_name, adapter="none", device="cpu")
+    engine = TransformersEngine.load(model_name, adapter="none", device=procs.device)
     if config.init_adapter is not None:
         from peft import PeftModel
 
@@ -271,9 +350,10 @@ def train(config: TrainConfig, out_dir: str | Path,
         weights[t.id] = torch.tensor(t.weights, dtype=torch.float32)
     optimum = {t.id: t.entropy() for t in tasks}
     families = sorted({t.family for t in tasks})
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  eps=config.adam_eps, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(tasks)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+    per_step = config.tasks_per_step * procs.world  # tasks in one optimizer step, over all processes
+    total_steps = config.epochs * steps_per_epoch(len(tasks), config.tasks_per_step, procs.world)
     if config.lr_schedule == "cosine":
         # decays to 0 over the steps the run would take without early stopping
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -285,28 +365,45 @@ def train(config: TrainConfig, out_dir: str | Path,
     active = set(families)
     start = time.perf_counter()
     step = 0
+    slot = 0  # tasks visited so far over all processes: picks the preserve anchor and the target sample
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         order = [t for t in tasks if t.family in active]
-        rng.shuffle(order)
+        rng.shuffle(order)  # the same order on every process (same seed)
         fam_loss = {f: 0.0 for f in active}
-        for t in order:
+        for begin in range(0, len(order), per_step):
+            group = order[begin: begin + per_step]
+            first = procs.rank * config.tasks_per_step
+            mine = group[first: first + config.tasks_per_step]
             optimizer.zero_grad(set_to_none=True)
-            batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, rng)
-            loss = task_loss(model, batch, w, config.chunk_size)
-            kl = anchor_kl(model, anchors[step % len(anchors)]) if anchors else None
-            (loss if kl is None else loss + config.preserve_weight * kl).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            # loss and preserve-KL of every task of the step, summed over processes
+            stats = torch.zeros((len(group), 2), dtype=torch.float64, device=procs.device)
+            for j, t in enumerate(mine, start=first):
+                # one task per step: the run's own stream (as before data parallelism); else
+                # a stream per task slot, so the split over processes does not change the sample
+                draw = rng if per_step == 1 else random.Random(f"{config.seed}:{slot + j}")
+                batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, draw)
+                loss = task_loss(model, batch, w, config.chunk_size)
+                kl = anchor_kl(model, anchors[(slot + j) % len(anchors)]) if anchors else None
+                (loss if kl is None else loss + config.preserve_weight * kl).backward()
+                stats[j, 0] = float(loss.detach())
+                stats[j, 1] = float(kl.detach()) if kl is not None else 0.0
+            if per_step > 1:
+                average_gradients(params, len(mine), procs)
+            procs.sum_(stats)
+            torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step += 1
-            value = float(loss.detach())
-            fam_loss[t.family] += value
-            history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id],
-                            **({"preserve_kl": float(kl.detach())} if kl is not None else {})})
-            if on_step:
-                on_step({"step": step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
+            slot += len(group)
+            for j, t in enumerate(group):
+                value = float(stats[j, 0])
+                fam_loss[t.family] += value
+                history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id],
+                                **({"preserve_kl": float(stats[j, 1])} if anchors else {})})
+                if on_step:
+                    on_step({"step": step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
         record = {"epoch": epoch, "families": {}}
         for fam in sorted(fam_loss):
             opt = sum(optimum[t.id] for t in tasks if t.family == fam)
@@ -323,6 +420,11 @@ def train(config: TrainConfig, out_dir: str | Path,
         if not active:
             break
     seconds = time.perf_counter() - start
+    result = TrainResult(out_dir, epoch, epoch_losses[-1]["loss"] if epoch_losses else 0.0,
+                         sum(optimum.values()), seconds, not active)
+    if not procs.main:  # process 0 saves; the others wait until it has
+        procs.barrier()
+        return result
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     summary = {
@@ -335,12 +437,15 @@ def train(config: TrainConfig, out_dir: str | Path,
         "epochs_run": epoch,
         "stopped_early": not active,
         "wall_seconds": seconds,
+        "processes": procs.world,
+        "device": procs.device,
         "epochs": epoch_losses,
         "steps": history,
     }
     save_tasks(tasks, out_dir / "tasks.jsonl")  # what it was trained on: `synthgen audit DIR/tasks.jsonl`
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return TrainResult(out_dir, epoch, summary["final_epoch_loss"] or 0.0, summary["optimal_loss"], seconds, not active)
+    procs.barrier()
+    return result
 
 
 # Defaults for ``synthgen train --from-recipe RECIPE`` without a config. Every

@@ -176,3 +176,93 @@ def test_preserve_file_errors_name_the_config_key(tmp_path, suite):
             train(load_config(path), tmp_path / "out")
         assert "preserve" in str(err.value) and message in str(err.value)
         assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------ data parallel
+FOUR_TASKS = TASKS + [
+    Task(id="c", family="colors", prompt="Name a color.", targets=("red", "green", "blue"),
+         weights=(1 / 3, 1 / 3, 1 / 3)),
+    Task(id="d", family="days", prompt="Pick a weekday.", targets=("Monday", "Tuesday", "Friday"),
+         weights=(0.5, 0.25, 0.25)),
+]
+
+
+def _adapter_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
+    suite = tmp_path / "four.jsonl"
+    save_tasks(FOUR_TASKS, suite)
+    common = dict(tasks=str(suite), model=str(tiny_model_dir), epochs=2, lr=1e-2, tol=0.0, lora=LoraOptions(rank=4))
+    train(TrainConfig(**common, tasks_per_step=2), tmp_path / "two")
+    info = json.loads((tmp_path / "two" / "training.json").read_text())
+    # 4 tasks, 2 per step: 2 optimizer steps per epoch, every task still logged once per epoch
+    assert [h["step"] for h in info["steps"]] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert sorted(h["task"] for h in info["steps"] if h["epoch"] == 1) == ["c", "d", "f", "n"]
+    assert info["processes"] == 1
+    train(TrainConfig(**common, tasks_per_step=1), tmp_path / "one")
+    two, one = _adapter_tensors(tmp_path / "two"), _adapter_tensors(tmp_path / "one")
+    assert max(float((two[k] - one[k]).abs().max()) for k in two) > 1e-4  # a different (batched) optimisation
+
+
+@pytest.mark.parametrize(("text", "key", "message"), [
+    ("tasks: t.jsonl\ntasks_per_step: 0\n", "tasks_per_step", "positive integer"),
+    ("tasks: t.jsonl\ndevice: tpu\n", "device", "'auto', 'cpu'"),
+])
+def test_data_parallel_config_errors(tmp_path, suite, text, key, message):
+    (tmp_path / "t.jsonl").write_text(suite.read_text())
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, text))
+    assert key in str(err.value) and message in str(err.value)
+
+
+def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_step(tiny_model_dir, tmp_path):
+    """The shipped accelerate config, 2 processes (gloo on this CPU machine): each
+    step's 2 tasks are split over the processes and their gradients averaged, so
+    the adapter equals a single process with tasks_per_step 2 (float tolerance)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.fail("the accelerate launcher is missing: it is a dependency of synthgen")
+    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    suite = tmp_path / "four.jsonl"
+    save_tasks(FOUR_TASKS, suite)
+    (tmp_path / "keep.txt").write_text("Say hello.\nWhat is two plus two?\nName a planet.\n")
+    config = write_config(tmp_path, f"tasks: {suite}\nmodel: {tiny_model_dir}\nepochs: 3\nlr: 1.0e-2\ntol: 0.0\n"
+                                    "max_targets_per_step: 2\npreserve: keep.txt\npreserve_tokens: 4\n"
+                                    "lora: {rank: 4}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [launcher, "launch", "--config_file", str(root / "configs/accelerate/multi_gpu.yaml"),
+         "--num_processes", "2", "--main_process_port", str(port),
+         "-m", "synthgen.cli", "train", str(config), "-o", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("adapter saved to") == 1  # process 0 reports and saves
+    info = json.loads((tmp_path / "ddp" / "training.json").read_text())
+    assert info["processes"] == 2 and info["device"].startswith("cpu")
+    assert len(info["steps"]) == 3 * 4 and max(h["step"] for h in info["steps"]) == 3 * 2
+
+    single = load_config(config)
+    single.tasks_per_step = 2
+    train(single, tmp_path / "one")
+    ddp, one = _adapter_tensors(tmp_path / "ddp"), _adapter_tensors(tmp_path / "one")
+    assert ddp.keys() == one.keys()
+    assert max(float((ddp[k] - one[k]).abs().max()) for k in ddp) < 1e-5
+    ref = json.loads((tmp_path / "one" / "training.json").read_text())
+    assert [h["task"] for h in info["steps"]] == [h["task"] for h in ref["steps"]]
+    assert [h["loss"] for h in info["steps"]] == pytest.approx([h["loss"] for h in ref["steps"]], rel=1e-4)
+    assert [h["preserve_kl"] for h in info["steps"]] == pytest.approx([h["preserve_kl"] for h in ref["steps"]],
+                                                                      rel=1e-3, abs=1e-6)

@@ -51,9 +51,13 @@ gender's name list (``synthgen.quality.name_fits_gender``).
 
 Records, raw replies and biographies of every method stay in ``--work-dir``.
 
-    python benchmarks/biography_diversity.py -n 500 --recipe-adapter out/adapters/biography-tuned
+    python benchmarks/biography_diversity.py -n 500 --recipe-adapter out/adapters/biography-tuned \
+        --work-dir out/bio-div-500
 
-writes ``benchmarks/results/biography_diversity.json`` and ``.md`` (``--out``).
+writes the result after every method; rerun the same command after a stop and
+the finished methods are reused from ``--work-dir`` (only while n, seed, bio-n,
+block, the recipe's files and the adapter's weights are unchanged), the
+pipeline methods resume their generation run. It ``benchmarks/results/biography_diversity.json`` and ``.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -347,7 +351,7 @@ def run_pipeline(method: Method, recipe, engine, work: Path) -> dict[str, Any]:
 
     out_dir = work / method.key
     start = time.perf_counter()
-    rep = generate(recipe, out_dir, engine).report
+    rep = generate(recipe, out_dir, engine, resume=True).report  # a killed benchmark continues where it stopped
     seconds = time.perf_counter() - start
     records = [json.loads(line) for line in (out_dir / "records.jsonl").read_text(encoding="utf-8").splitlines()
                if line]
@@ -427,7 +431,10 @@ def check_targets(results: dict[str, dict]) -> dict[str, Any]:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Biography recipe, N = {result['config']['n']} records per method, seed {result['config']['seed']}; "
+    lines = ([] if result.get("complete", True) else
+             ["**Partial result** (the run is still going or was stopped; rerun the command: finished methods "
+              "are reused from the work dir).", ""])
+    lines += [f"Biography recipe, N = {result['config']['n']} records per method, seed {result['config']['seed']}; "
              f"quality guard on up to {result['config']['bio_n']} fully valid records per method. "
              f"Machine: {result['machine']}.", "",
              f"Command: `{result['command']}`", "",
@@ -490,6 +497,57 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------ caching
+CACHE_VERSION = 1  # bump when a method's procedure changes; cached results then no longer match
+
+
+def _digest(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def method_key(method: Method, args: argparse.Namespace, adapter_dir: str | None) -> dict[str, Any]:
+    """What a method's result depends on: a cached result is reused only when all of it matches."""
+    inputs = [RECIPE, PERSONAS, *NAME_LISTS.values(), *(ROOT / "templates/biography").glob("*.j2"),
+              *(RECIPE.parent / "data").glob("*.txt")]
+    key: dict[str, Any] = {"version": CACHE_VERSION, "method": method.key, "n": args.n, "seed": args.seed,
+                           "bio_n": args.bio_n, "block": args.block,
+                           "inputs": _digest([p for p in set(inputs) if p.is_file()])}
+    if adapter_dir is not None:
+        key["adapter"] = _digest([Path(adapter_dir) / "adapter_model.safetensors"])
+    return key
+
+
+def load_cached(work: Path, method: Method, key: dict[str, Any]) -> dict[str, Any] | None:
+    path = work / f"{method.key}.result.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return saved["result"] if saved.get("key") == key else None
+
+
+def save_cached(work: Path, method: Method, key: dict[str, Any], result: dict[str, Any]) -> None:
+    path = work / f"{method.key}.result.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "result": result}, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def shipped_adapter_dir() -> str:
+    from synthgen.models import default_adapter
+
+    path = default_adapter(None)
+    if path is None:
+        raise SystemExit("the default model has no shipped adapter (synthgen/adapters/)")
+    return str(path)
+
+
 # -------------------------------------------------------------------- main
 def parse_methods(text: str) -> list[Method]:
     by_name = {m.key: m for m in METHODS} | {m.letter: m for m in METHODS}
@@ -513,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON result; the markdown table goes beside it (.md)")
     parser.add_argument("--work-dir", default=None, help="where records and pipeline runs go (default: a temp dir)")
     parser.add_argument("--block", type=int, default=32, help="records per generate call (prompting methods)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="recompute every method (default: reuse a method's result saved in --work-dir when "
+                             "n, seed, bio-n, block, the recipe's files and the adapter are unchanged)")
     args = parser.parse_args(argv)
     methods = parse_methods(args.methods)
 
@@ -540,9 +601,45 @@ def main(argv: list[str] | None = None) -> int:
     load_base = time.perf_counter() - t0
     sampler = Sampler(base)
     results: dict[str, dict] = {}
+    out = Path(args.out)
+
+    def write_result(final: bool) -> dict:
+        result = {
+            "command": command,
+            "complete": final,
+            "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+                        f"torch {torch.__version__}, load average at end {os.getloadavg()[0]:.1f}"),
+            "config": {"n": args.n, "seed": args.seed, "bio_n": args.bio_n, "recipe": str(RECIPE.relative_to(ROOT)),
+                       "model": base.model_name, "free_max_new_tokens": FREE_MAX_TOKENS,
+                       "list_max_new_tokens": LIST_MAX_TOKENS, "list_size": LIST_SIZE, "min_p": MIN_P,
+                       "seeding": "per record" if sampler.per_prompt else "per generate call",
+                       "personas": str(PERSONAS.relative_to(ROOT)), "recipe_adapter": args.recipe_adapter,
+                       "work_dir": str(work), "base_load_seconds": load_base},
+            "methods": results,
+        }
+        result["targets"] = check_targets(results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+        return result
+
     for m in methods:
         log(f"method {m.label}")
         r: dict[str, Any] = {"label": m.label}
+        adapter_dir = None
+        if m.kind == "pipeline" and m.adapter == "recipe" and args.recipe_adapter:
+            adapter_dir = args.recipe_adapter
+        elif m.kind == "pipeline" and m.adapter not in ("none", "recipe"):
+            adapter_dir = shipped_adapter_dir()
+        cache_key = None
+        if adapter_dir is None or (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+            cache_key = method_key(m, args, adapter_dir)
+            cached = None if args.fresh else load_cached(work, m, cache_key)
+            if cached is not None:
+                results[m.key] = cached
+                log(f"  reused the saved result in {work / (m.key + '.result.json')} (same inputs; --fresh recomputes)")
+                write_result(final=False)
+                continue
         if m.kind == "pipeline":
             adapter = m.adapter
             if adapter == "recipe":
@@ -598,28 +695,15 @@ def main(argv: list[str] | None = None) -> int:
         (work / f"{m.key}.records.jsonl").write_text(
             "".join(json.dumps(x, ensure_ascii=False, default=str) + "\n" for x in records), encoding="utf-8")
         results[m.key] = r
+        if cache_key is not None:
+            save_cached(work, m, cache_key, r)
+        write_result(final=False)
         fs = r["fields"]
         log(f"  done: attributes {r['attr_seconds']:.0f} s, bios {r['bio_seconds']:.0f} s; "
             + "; ".join(f"{f} unique {fs[f]['unique']} valid {_f(fs[f]['valid_rate'], 2)}" for f in TABLE_FIELDS)
             + f"; quality {_f(r['quality']['ok'], 2)} (n={r['quality']['n']})")
 
-    result = {
-        "command": command,
-        "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-                    f"torch {torch.__version__}, load average at end {os.getloadavg()[0]:.1f}"),
-        "config": {"n": args.n, "seed": args.seed, "bio_n": args.bio_n, "recipe": str(RECIPE.relative_to(ROOT)),
-                   "model": base.model_name, "free_max_new_tokens": FREE_MAX_TOKENS,
-                   "list_max_new_tokens": LIST_MAX_TOKENS, "list_size": LIST_SIZE, "min_p": MIN_P,
-                   "seeding": "per record" if sampler.per_prompt else "per generate call",
-                   "personas": str(PERSONAS.relative_to(ROOT)), "recipe_adapter": args.recipe_adapter,
-                   "work_dir": str(work), "base_load_seconds": load_base},
-        "methods": results,
-    }
-    result["targets"] = check_targets(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    result = write_result(final=True)
     print(markdown(result))
     log(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

@@ -108,7 +108,14 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
 
 # ---------------------------------------------------------------------- audit
 @cli.command()
-@click.argument("tasks_file", type=click.Path(path_type=Path))
+@click.argument("tasks_file", required=False, type=click.Path(path_type=Path))
+@click.option("--from-recipe", "recipe", type=click.Path(path_type=Path), default=None,
+              help="Audit tasks built from a recipe's choice/integer fields instead of a task file.")
+@click.option("--prompts-per-field", default=4, show_default=True,
+              help="With --from-recipe: prompts per field (upstream values drawn as the recipe draws them).")
+@click.option("--prompt-seed", default=1, show_default=True,
+              help="With --from-recipe: seed of those draws (training uses its config's seed, 0 by default, "
+                   "so the default audits prompts the adapter was not trained on).")
 @click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
 @click.option("--adapter", default="default", show_default=True,
               help="Adapter directory, 'default' (the shipped one) or 'none'.")
@@ -119,16 +126,36 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
               help="Also audit the base model and print both side by side.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the audit here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG here.")
-def audit(tasks_file, model, adapter, samples, seed, families, compare, json_out, plot_out) -> None:
-    """Measure how diffuse a model is on a task file."""
+def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, samples, seed, families, compare,
+          json_out, plot_out) -> None:
+    """Measure how diffuse a model is on a task file (or on a recipe's fields)."""
     from tqdm import tqdm
 
     from synthgen import audit as auditing
     from synthgen.engine import resolve_adapter, TransformersEngine
     from synthgen.tasks import load_tasks
 
+    if (tasks_file is None) == (recipe is None):
+        raise click.UsageError("give a TASKS_FILE or --from-recipe RECIPE (one of them)")
     selected = [f.strip() for f in families.split(",")] if families else None
-    tasks = load_tasks(tasks_file, families=selected)
+    if recipe is not None:
+        from synthgen.recipe import load_recipe
+        from synthgen.recipe_tasks import recipe_tasks
+
+        if prompts_per_field <= 0:
+            raise click.BadParameter("must be a positive integer", param_hint="--prompts-per-field")
+        loaded = load_recipe(recipe)
+        model = model or loaded.model
+        tasks = recipe_tasks(loaded, prompts_per_field, prompt_seed).tasks
+        known = {t.family for t in tasks}
+        for fam in selected or ():
+            if fam not in known:
+                raise SynthgenError(f"{recipe}: --families: no field {fam!r} to audit; it has: {', '.join(sorted(known))}")
+        tasks = [t for t in tasks if selected is None or t.family in selected]
+        if not tasks:
+            raise SynthgenError(f"{recipe}: fields: no choice or integer field to audit")
+    else:
+        tasks = load_tasks(tasks_file, families=selected)
     adapter_path = resolve_adapter(model, adapter)
     runs = {"adapter": str(adapter_path)} if adapter_path else {}
     if compare or not adapter_path:

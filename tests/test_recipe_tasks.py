@@ -175,3 +175,28 @@ def test_cli_train_needs_a_config_or_a_recipe(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code != 0 and "--from-recipe" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_audit_from_recipe_builds_the_recipes_tasks_with_another_prompt_seed(tiny_model_dir, recipe_file,
+                                                                               tmp_path, capsys):
+    recipe = tmp_path / "m.yaml"
+    recipe.write_text(f"model: {tiny_model_dir}\n" + RECIPE, encoding="utf-8")
+    out = tmp_path / "audit.json"
+    code = main(["audit", "--from-recipe", str(recipe), "--adapter", "none", "--samples", "0",
+                 "--families", "gender,name", "--prompts-per-field", "3", "--json", str(out)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["model"] == str(tiny_model_dir)  # the recipe's model
+    held_out = recipe_tasks(load_recipe(recipe), prompts_per_field=3, seed=1).tasks  # --prompt-seed defaults to 1
+    expected = [t for t in held_out if t.family in ("gender", "name")]
+    assert [t["id"] for t in report["tasks"]] == [t.id for t in expected]
+    gender = next(t for t in report["tasks"] if t["family"] == "gender")
+    assert gender["k"] == 3 and 0 <= gender["exact"]["kl_to_target"]  # KL to the recipe's 49/49/2
+
+    code = main(["audit", "--from-recipe", str(recipe), "--adapter", "none", "--families", "pet"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "pet" in err and "gender" in err and "Traceback" not in err
+    code = main(["audit", str(tmp_path / "t.jsonl"), "--from-recipe", str(recipe)])
+    _, err = capsys.readouterr()
+    assert code != 0 and "one of them" in err

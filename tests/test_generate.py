@@ -223,6 +223,25 @@ def test_a_record_depends_only_on_its_index(recipe_path, engine):
     assert together.invalid == sum(res.invalid for res in alone)
 
 
+def test_score_cache_is_bounded_and_does_not_change_the_records(recipe_path, engine):
+    """Distributions are cached per rendered prompt (LRU); without the cache every
+    record is scored on its own (the naive loop) and the records are the same."""
+    from synthgen.generate import FieldFiller, make_records
+
+    recipe = load_recipe(recipe_path)
+    indices = list(range(12))
+    cached = FieldFiller(engine)
+    small = FieldFiller(engine, cache_size=1)
+    naive = FieldFiller(engine, cache_size=0)
+    with_cache = make_records(recipe, cached, indices)
+    assert make_records(recipe, small, indices).records == with_cache.records
+    assert make_records(recipe, naive, indices).records == with_cache.records
+    scored = [f for f in recipe.order if recipe.fields[f].kind in ("choice", "integer")]
+    assert naive.score_calls == len(indices) * len(scored)  # one call per record per scored field
+    assert cached.score_calls < naive.score_calls  # records share prompts
+    assert len(small._scores) <= 1 and len(cached._scores) == cached.score_calls
+
+
 def test_resume_refuses_a_run_with_another_executor(recipe_path, engine, tmp_path):
     from synthgen.errors import SynthgenError
 

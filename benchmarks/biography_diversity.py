@@ -264,8 +264,12 @@ class Sampler:
 
 # -------------------------------------------------------- prompting methods
 def run_prompting(method: Method, recipe, sampler: Sampler, n: int, seed: int, personas: list[str],
-                  block: int) -> dict[str, Any]:
-    """Free / list-then-pick generation of every attribute field; returns records and counters."""
+                  block: int, checkpoint: Path | None = None, key: dict | None = None) -> dict[str, Any]:
+    """Free / list-then-pick generation of every attribute field; returns records and counters.
+
+    With ``checkpoint``, the state is saved after every block of records and a
+    run with the same ``key`` continues after the last saved block (every
+    record's draws depend only on its index, so the result is the same)."""
     attrs = [f for f in recipe.order if recipe.fields[f].kind != "text"]
     validators = {f: Validator(recipe.fields[f]) for f in attrs}
     extractors = {f: Extractor(recipe.fields[f]) for f in attrs}
@@ -280,7 +284,18 @@ def run_prompting(method: Method, recipe, sampler: Sampler, n: int, seed: int, p
         for i in range(n):
             raw[i]["_persona"] = personas[int(record_rng(seed, i, "_persona").integers(len(personas)))]
     start = time.perf_counter()
-    for lo in range(0, n, block):
+    first, before = 0, 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        try:
+            saved = json.loads(checkpoint.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("key") == key:
+            raw, valid, lenient, replies_kept = saved["raw"], saved["valid"], saved["lenient"], saved["replies"]
+            stats, examples, list_stats = saved["stats"], saved["examples"], saved["list_stats"]
+            first, before = saved["done"], saved["seconds"]
+            log(f"  {method.key}: continuing after {first}/{n} records saved in {checkpoint}")
+    for lo in range(first, n, block):
         idx = range(lo, min(n, lo + block))
         for name in attrs:
             spec = recipe.fields[name]
@@ -320,11 +335,18 @@ def run_prompting(method: Method, recipe, sampler: Sampler, n: int, seed: int, p
                 example = reply if method.kind == "list" else shown
                 if value is None and len(examples[name]) < 5 and example not in examples[name]:
                     examples[name].append(example)
-        log(f"  {method.key}: {min(n, lo + block)}/{n} records ({time.perf_counter() - start:.0f} s)")
+        log(f"  {method.key}: {min(n, lo + block)}/{n} records ({before + time.perf_counter() - start:.0f} s)")
+        if checkpoint is not None:
+            state = {"key": key, "done": min(n, lo + block), "seconds": before + time.perf_counter() - start,
+                     "raw": raw, "valid": valid, "lenient": lenient, "replies": replies_kept, "stats": stats,
+                     "examples": examples, "list_stats": list_stats}
+            tmp = checkpoint.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(checkpoint)
     lenient_stats = {f: {"drawn": n, "valid": sum(r[f] is not None for r in lenient)} for f in attrs}
     out = {"records": valid, "lenient": lenient, "lenient_stats": lenient_stats, "replies": replies_kept,
            "raw": raw, "stats": stats, "invalid_examples": examples,
-           "seconds": time.perf_counter() - start}
+           "seconds": before + time.perf_counter() - start}
     if method.kind == "list":
         out["list_parse"] = list_stats
     return out
@@ -665,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
             if engine is not base:
                 del engine
         else:
-            run = run_prompting(m, recipe, sampler, args.n, args.seed, personas, args.block)
+            run = run_prompting(m, recipe, sampler, args.n, args.seed, personas, args.block,
+                                checkpoint=work / f"{m.key}.partial.json", key=cache_key)
             r.update(attr_seconds=run["seconds"], invalid_examples=run["invalid_examples"])
             if "list_parse" in run:
                 r["list_parse"] = run["list_parse"]

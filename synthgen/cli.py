@@ -87,6 +87,8 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
     if config is not None and recipe is not None:
         cfg.tasks, cfg.recipe = None, str(recipe)
     tasks = training.config_tasks(cfg)
+    if cfg.balance_families:
+        tasks = training.balanced(tasks)
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch: one bar, one message
     bar = tqdm(total=cfg.epochs * len(tasks), unit="task", desc="train", dynamic_ncols=True, disable=not main_process)
 

@@ -35,7 +35,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -93,6 +93,10 @@ class TrainConfig:
     seed: int = 0
     chunk_size: int = 256
     max_targets_per_step: int | None = None
+    # repeat each family's tasks so every family gets as many steps per epoch as
+    # the family with the most tasks (a recipe field whose prompt has no
+    # variables is one task; without this it trains once per epoch)
+    balance_families: bool = False
     # tasks per optimizer step on each process (their gradients are averaged)
     tasks_per_step: int = 1
     # "auto" (cuda if available, else cpu), "cpu", "cuda"; under accelerate
@@ -137,6 +141,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise ConfigError(src, name, f"expected a list of family names, got {value!r}")
+        if not isinstance(self.balance_families, bool):
+            raise ConfigError(src, "balance_families", f"expected true or false, got {self.balance_families!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
                                                     or self.device.startswith("cuda:")):
             raise ConfigError(src, "device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -168,9 +174,9 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(path, None, "expected a mapping of config keys")
     config = TrainConfig.from_dict(data, source=str(path))
-    for key in ("tasks", "recipe", "preserve"):
+    for key in ("tasks", "recipe", "preserve", "init_adapter"):
         value = getattr(config, key)
-        if value is not None and not Path(value).is_absolute():
+        if value is not None and value != "default" and not Path(value).is_absolute():
             setattr(config, key, str((path.parent / value).resolve()))
     return config
 
@@ -201,6 +207,21 @@ def config_tasks(config: TrainConfig) -> list[Task]:
     if not tasks:
         raise ConfigError(config.source, "families", "no tasks left after family selection")
     return tasks
+
+
+def balanced(tasks: list[Task]) -> list[Task]:
+    """Each family's tasks cycled up to the size of the largest family; repeats get
+    ids ``ID#2``, ``ID#3``, … (the same prompt, targets and weights)."""
+    by_family: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_family.setdefault(t.family, []).append(t)
+    most = max(len(v) for v in by_family.values())
+    out = list(tasks)
+    for family, own in by_family.items():
+        for k in range(len(own), most):
+            t = own[k % len(own)]
+            out.append(replace(t, id=f"{t.id}#{k // len(own) + 1}"))
+    return out
 
 
 # ------------------------------------------------------------------ the loss
@@ -314,7 +335,8 @@ def train(config: TrainConfig, out_dir: str | Path,
     """Train a diffuse LoRA adapter and save it (safetensors) with ``training.json``."""
     from synthgen.engine import TransformersEngine
 
-    tasks = config_tasks(config)
+    unique_tasks = config_tasks(config)
+    tasks = balanced(unique_tasks) if config.balance_families else unique_tasks
     preserve_prompts = read_prompts(config.preserve, config.source) if config.preserve else []
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
@@ -442,7 +464,7 @@ def train(config: TrainConfig, out_dir: str | Path,
         "epochs": epoch_losses,
         "steps": history,
     }
-    save_tasks(tasks, out_dir / "tasks.jsonl")  # what it was trained on: `synthgen audit DIR/tasks.jsonl`
+    save_tasks(unique_tasks, out_dir / "tasks.jsonl")  # what it was trained on: `synthgen audit DIR/tasks.jsonl`
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     procs.barrier()
     return result

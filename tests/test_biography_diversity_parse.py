@@ -144,3 +144,53 @@ def test_targets_and_table_follow_the_numbers():
     assert "| (e) shipped adapter | first_name | 20 | 0.800 |" in md
     assert "skipped: no --recipe-adapter given" in md
     assert "strict: first_name yes" in md and "lenient: first_name no" in md
+
+
+def test_prompting_run_continues_after_an_interruption_with_the_same_records(tmp_path):
+    """Checkpoint after every block; a rerun with the same key resumes and equals an uninterrupted run.
+    (A scripted sampler stands in for the model: this tests the benchmark's bookkeeping.)"""
+    import dataclasses
+
+    from synthgen.recipe import load_recipe
+
+    full = load_recipe(bd.RECIPE)
+    attrs = tuple(f for f in full.order if full.fields[f].kind != "text")
+    recipe = dataclasses.replace(full, fields={f: full.fields[f] for f in attrs}, order=attrs, near_dup_fields=())
+    method = next(m for m in bd.METHODS if m.key == "persona")
+    CUES = [("first name", "first_name"), ("last name", "last_name"), ("year between", "birth_year"),
+            ("city", "birth_place"), ("occupation", "occupation"), ("gender", "gender")]
+    replies = {"gender": "female", "first_name": "Ava", "last_name": "Smith", "birth_year": "1950",
+               "birth_place": "Paris, France", "occupation": "nurse"}
+
+    class Scripted:
+        per_prompt = True
+
+        def __init__(self, fail_after: int | None = None):
+            self.calls, self.fail_after = 0, fail_after
+
+        def __call__(self, prompts, seeds, **kw):
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise KeyboardInterrupt
+            self.calls += 1
+            out = []
+            for p, s in zip(prompts, seeds):
+                name = next(f for word, f in CUES if word in p)
+                out.append(replies[name] if s % 3 else "I would say " + replies[name])
+            return out
+
+    personas = ["a baker", "a pilot", "a poet"]
+    whole = bd.run_prompting(method, recipe, Scripted(), 5, 0, personas, 2)
+    ckpt = tmp_path / "persona.partial.json"
+    key = {"n": 5, "seed": 0}
+    with pytest.raises(KeyboardInterrupt):  # stopped during the second block
+        bd.run_prompting(method, recipe, Scripted(fail_after=len(attrs) + 2), 5, 0, personas, 2, ckpt, key)
+    assert ckpt.is_file()
+    resumed_sampler = Scripted()
+    resumed = bd.run_prompting(method, recipe, resumed_sampler, 5, 0, personas, 2, ckpt, key)
+    assert resumed_sampler.calls == 2 * len(attrs)  # blocks 2 and 3 only
+    for k in ("records", "lenient", "replies", "raw", "stats"):
+        assert resumed[k] == whole[k], k
+    assert 0 < sum(s["valid"] for s in whole["stats"].values()) < sum(s["drawn"] for s in whole["stats"].values())
+    other = Scripted()
+    bd.run_prompting(method, recipe, other, 5, 0, personas, 2, ckpt, {"n": 5, "seed": 1})  # another key: from scratch
+    assert other.calls == 3 * len(attrs)

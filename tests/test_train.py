@@ -211,6 +211,7 @@ def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize(("text", "key", "message"), [
     ("tasks: t.jsonl\ntasks_per_step: 0\n", "tasks_per_step", "positive integer"),
     ("tasks: t.jsonl\ndevice: tpu\n", "device", "'auto', 'cpu'"),
+    ("tasks: t.jsonl\nbalance_families: 2\n", "balance_families", "true or false"),
 ])
 def test_data_parallel_config_errors(tmp_path, suite, text, key, message):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
@@ -266,3 +267,22 @@ def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_s
     assert [h["loss"] for h in info["steps"]] == pytest.approx([h["loss"] for h in ref["steps"]], rel=1e-4)
     assert [h["preserve_kl"] for h in info["steps"]] == pytest.approx([h["preserve_kl"] for h in ref["steps"]],
                                                                       rel=1e-3, abs=1e-6)
+
+
+def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp_path):
+    from synthgen.tasks import load_tasks
+    from synthgen.train import balanced
+
+    three = FOUR_TASKS[:2] + [Task(id="n2", family="numbers", prompt="Choose a number from 1 to 10.",
+                                   targets=tuple(str(i) for i in range(1, 11)))]
+    assert [t.id for t in balanced(three)] == ["n", "f", "n2", "f#2"]
+    assert balanced(three)[3].prompt == three[1].prompt and balanced(three)[3].weights == three[1].weights
+    suite = tmp_path / "three.jsonl"
+    save_tasks(three, suite)
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=2, tol=0.0, balance_families=True,
+                         lora=LoraOptions(rank=2))
+    train(config, tmp_path / "a")
+    info = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert sorted(h["task"] for h in info["steps"] if h["epoch"] == 1) == ["f", "f#2", "n", "n2"]
+    assert info["epochs"][0]["families"]["fruits"]["optimal"] == pytest.approx(2 * three[1].entropy())
+    assert [t.id for t in load_tasks(tmp_path / "a" / "tasks.jsonl")] == ["n", "f", "n2"]  # audited once each

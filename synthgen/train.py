@@ -79,6 +79,9 @@ class TrainConfig:
     preserve: str | None = None
     preserve_weight: float = 1.0
     preserve_tokens: int = 32
+    # apply the preserve term on every k-th task only, weighted k times (the same
+    # expected penalty for about 1/k of its cost)
+    preserve_every: int = 1
     families: list[str] | None = None
     exclude_families: list[str] = field(default_factory=list)
     open_families: list[str] = field(default_factory=list)
@@ -126,7 +129,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(src, name, f"expected a path or name (a string), got {value!r}")
-        for name in ("epochs", "seed", "chunk_size", "prompts_per_field", "preserve_tokens", "tasks_per_step"):
+        for name in ("epochs", "seed", "chunk_size", "prompts_per_field", "preserve_tokens", "tasks_per_step",
+                     "preserve_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value <= 0):
                 raise ConfigError(src, name, f"expected a positive integer, got {value!r}")
@@ -406,10 +410,12 @@ def train(config: TrainConfig, out_dir: str | Path,
                 draw = rng if per_step == 1 else random.Random(f"{config.seed}:{slot + j}")
                 batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, draw)
                 loss = task_loss(model, batch, w, config.chunk_size)
-                kl = anchor_kl(model, anchors[(slot + j) % len(anchors)]) if anchors else None
-                (loss if kl is None else loss + config.preserve_weight * kl).backward()
+                every = config.preserve_every
+                kl = (anchor_kl(model, anchors[(slot + j) // every % len(anchors)])
+                      if anchors and (slot + j) % every == 0 else None)
+                (loss if kl is None else loss + config.preserve_weight * every * kl).backward()
                 stats[j, 0] = float(loss.detach())
-                stats[j, 1] = float(kl.detach()) if kl is not None else 0.0
+                stats[j, 1] = float(kl.detach()) if kl is not None else float("nan")
             if per_step > 1:
                 average_gradients(params, len(mine), procs)
             procs.sum_(stats)
@@ -423,7 +429,8 @@ def train(config: TrainConfig, out_dir: str | Path,
                 value = float(stats[j, 0])
                 fam_loss[t.family] += value
                 history.append({"step": step, "epoch": epoch, "task": t.id, "loss": value, "optimal": optimum[t.id],
-                                **({"preserve_kl": float(stats[j, 1])} if anchors else {})})
+                                **({"preserve_kl": float(stats[j, 1])}
+                                   if anchors and not math.isnan(float(stats[j, 1])) else {})})
                 if on_step:
                     on_step({"step": step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
         record = {"epoch": epoch, "families": {}}

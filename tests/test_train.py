@@ -166,6 +166,15 @@ def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(
     free, kept = drift(tmp_path / "free"), drift(tmp_path / "kept")
     assert free > 0 and kept < 0.5 * free, (free, kept)
 
+    # every other task only, weighted twice: half the anchor passes, still held close to the base
+    train(TrainConfig(**common, preserve=str(prompts), preserve_weight=20.0, preserve_tokens=8, preserve_every=2),
+          tmp_path / "sparse")
+    sparse_info = json.loads((tmp_path / "sparse" / "training.json").read_text())
+    with_kl = ["preserve_kl" in s for s in sparse_info["steps"]]
+    assert with_kl == [i % 2 == 0 for i in range(len(with_kl))]
+    sparse = drift(tmp_path / "sparse")
+    assert sparse < 0.5 * free, (free, sparse)
+
 
 def test_preserve_file_errors_name_the_config_key(tmp_path, suite):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
@@ -212,6 +221,7 @@ def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
     ("tasks: t.jsonl\ntasks_per_step: 0\n", "tasks_per_step", "positive integer"),
     ("tasks: t.jsonl\ndevice: tpu\n", "device", "'auto', 'cpu'"),
     ("tasks: t.jsonl\nbalance_families: 2\n", "balance_families", "true or false"),
+    ("tasks: t.jsonl\npreserve_every: 0\n", "preserve_every", "positive integer"),
 ])
 def test_data_parallel_config_errors(tmp_path, suite, text, key, message):
     (tmp_path / "t.jsonl").write_text(suite.read_text())

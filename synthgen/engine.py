@@ -290,11 +290,15 @@ class TransformersEngine(Engine):
         lengths = torch.zeros(rows, dtype=torch.long)
         done = torch.zeros(rows, dtype=torch.bool)
         position = positions[:, -1:]
+        cache = out.cache
+        # rows still decoding, in the order of the batch the model sees: a finished
+        # row leaves the batch (its KV cache rows are dropped), so a batch costs
+        # what its rows need, not max length x rows
+        alive = list(range(rows))
         for step in range(max_new_tokens):
-            active = (~done).nonzero().flatten().tolist()
-            picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in active], active,
-                                  temperature, top_p, min_p)
-            for r, t in zip(active, picked):
+            picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
+                                  list(range(len(alive))), temperature, top_p, min_p)
+            for r, t in zip(alive, picked):
                 if t == self.end_id:
                     done[r] = True
                     continue
@@ -305,11 +309,26 @@ class TransformersEngine(Engine):
                     done[r] = any(s in text for s in stop)
             if done.all() or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            keep = [i for i, r in enumerate(alive) if not done[r]]
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, dtype=torch.long, device=device)
+                _select_cache_rows(cache, index)
+                mask, position = mask[index], position[index]
+                alive = [alive[i] for i in keep]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=device)], dim=1)
             position = position + 1
-            out = self.model(input_ids=new[:, step : step + 1].to(device), attention_mask=mask,
-                             position_ids=position, cache=out.cache, use_cache=True)
+            out = self.model(input_ids=new[alive, step : step + 1].to(device), attention_mask=mask,
+                             position_ids=position, cache=cache, use_cache=True)
+            cache = out.cache
         return [tok.decode(new[r, : lengths[r]], skip_special_tokens=True) for r in range(rows)]
+
+
+def _select_cache_rows(cache, index: torch.Tensor) -> None:
+    """Keep only the batch rows ``index`` of a KV cache, in place."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(index)
+    else:  # caches without it (older or custom) still support beam reordering
+        cache.reorder_cache(index)
 
 
 _SEED_MASK = (1 << 63) - 1

@@ -132,6 +132,27 @@ def test_per_prompt_seeds_do_not_depend_on_batch_neighbours(engine):
     assert engine.generate(SEEDED, n=2, max_new_tokens=8, seed=[21, 22, 23, 24]) != together
 
 
+def test_finished_rows_leave_the_batch(engine):
+    # Rows stop at different steps (stop strings); a finished row is dropped from
+    # the batch and its KV cache, and the rows still decoding get the same text
+    # as when each prompt decodes alone.
+    seeds = [31, 32, 33, 34]
+    calls: list[int] = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        together = engine.generate(SEEDED, n=2, max_new_tokens=16, stop=["e", "a"], seed=seeds)
+    finally:
+        hook.remove()
+    alone = [engine.generate([p], n=2, max_new_tokens=16, stop=["e", "a"], seed=[s])[0]
+             for p, s in zip(SEEDED, seeds)]
+    assert together == alone
+    lengths = sorted(len(o) for row in together for o in row)
+    assert lengths[0] < lengths[-1]  # the rows did finish at different steps
+    assert calls[0] == 8 and min(calls) < 8  # ... and the batch shrank as they did
+    assert calls == sorted(calls, reverse=True)
+
+
 def test_int_seed_gives_each_prompt_its_own_seed(engine):
     # An int seed stands for per-prompt seeds derived from (seed, prompt index):
     # two copies of one prompt get different samples, and the engine's batch

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -405,10 +406,21 @@ def resolve_adapter(model: str | None, adapter: str | Path | None) -> Path | Non
     return path
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """Hide the FutureWarning peft triggers in transformers 5 when it wraps a model
+    (it reads the deprecated ``is_gradient_checkpointing``): noise users cannot act
+    on, printed by every command that loads an adapter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def attach_adapter(model, path: Path):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
 
 
 # ----------------------------------------------------------------- registry

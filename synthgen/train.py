@@ -321,7 +321,10 @@ def lora_model(base_model, options: LoraOptions):
         raise SynthgenError(f"lora.target_modules: {missing} not found in the model (it has e.g. {sorted(present)[:12]})")
     config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=list(options.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(base_model, config)
+    from synthgen.engine import quiet_peft
+
+    with quiet_peft():
+        return get_peft_model(base_model, config)
 
 
 @dataclass
@@ -357,12 +360,13 @@ def train(config: TrainConfig, out_dir: str | Path,
     if config.init_adapter is not None:
         from peft import PeftModel
 
-        from synthgen.engine import resolve_adapter
+        from synthgen.engine import quiet_peft, resolve_adapter
 
         start_from = resolve_adapter(model_name, config.init_adapter)
         if start_from is None:
             raise ConfigError(config.source, "init_adapter", f"model {engine.model_name} has no shipped adapter")
-        model = PeftModel.from_pretrained(engine.model, str(start_from), is_trainable=True)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(engine.model, str(start_from), is_trainable=True)
     else:
         model = lora_model(engine.model, config.lora)
     model.train()

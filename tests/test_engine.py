@@ -198,3 +198,21 @@ def test_first_token_frequencies_follow_the_model(engine):
     for text in top:
         share = samples.count(text) / len(samples)
         assert abs(share - expected[text]) < 4 * (expected[text] * (1 - expected[text]) / len(samples)) ** 0.5 + 1e-3
+
+
+def test_making_and_loading_an_adapter_prints_no_peft_deprecation_noise(tiny_model_dir, tmp_path):
+    # peft reads transformers 5's deprecated `is_gradient_checkpointing` when it wraps
+    # a model; synthgen hides that FutureWarning (users cannot act on it).
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from synthgen.train import LoraOptions, lora_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = lora_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraOptions(rank=4, alpha=8))
+        model.save_pretrained(tmp_path / "adapter")
+        engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
+    assert hasattr(engine.model, "disable_adapter")  # the adapter is attached
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

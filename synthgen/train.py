@@ -96,6 +96,12 @@ class TrainConfig:
     seed: int = 0
     chunk_size: int = 256
     max_targets_per_step: int | None = None
+    # train the distribution over the targets renormalised to sum to one,
+    # -sum_y w_y log(p_y / sum_y' p_y'), instead of the absolute probabilities:
+    # for recipe fields sampled exactly over their options (choice, integer) only
+    # that shape matters, and no gradient goes to raising the valid mass. Needs
+    # every target at every step (max_targets_per_step unset).
+    renormalize: bool = False
     # repeat each family's tasks so every family gets as many steps per epoch as
     # the family with the most tasks (a recipe field whose prompt has no
     # variables is one task; without this it trains once per epoch)
@@ -145,6 +151,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise ConfigError(src, name, f"expected a list of family names, got {value!r}")
+        if not isinstance(self.renormalize, bool):
+            raise ConfigError(src, "renormalize", f"expected true or false, got {self.renormalize!r}")
+        if self.renormalize and self.max_targets_per_step is not None:
+            raise ConfigError(src, "renormalize", "needs every target at every step (the normaliser is a sum over "
+                                                  "all of them); remove max_targets_per_step")
         if not isinstance(self.balance_families, bool):
             raise ConfigError(src, "balance_families", f"expected true or false, got {self.balance_families!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
@@ -229,12 +240,17 @@ def balanced(tasks: list[Task]) -> list[Task]:
 
 
 # ------------------------------------------------------------------ the loss
-def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``-Σ w_y log p(y + end | prompt)`` with the prompt encoded once."""
+def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.Tensor, chunk_size: int,
+              renormalize: bool = False) -> torch.Tensor:
+    """``-Σ w_y log p(y + end | prompt)`` with the prompt encoded once; with
+    ``renormalize``, of ``p`` renormalised over the targets (``Σ w = 1``: the loss
+    is then ``H(w) + KL(w ‖ p / Σ p)``)."""
     from synthgen.engine import option_logprobs
 
     prompt_ids, options_ids = encoded
     logp = option_logprobs(model, prompt_ids, options_ids, chunk_size)
+    if renormalize:
+        logp = logp - torch.logsumexp(logp, dim=0)
     return -(weights.to(logp.device) * logp).sum()
 
 
@@ -413,7 +429,7 @@ def train(config: TrainConfig, out_dir: str | Path,
                 # a stream per task slot, so the split over processes does not change the sample
                 draw = rng if per_step == 1 else random.Random(f"{config.seed}:{slot + j}")
                 batch, w = subsample(encoded[t.id], weights[t.id], config.max_targets_per_step, draw)
-                loss = task_loss(model, batch, w, config.chunk_size)
+                loss = task_loss(model, batch, w, config.chunk_size, config.renormalize)
                 every = config.preserve_every
                 kl = (anchor_kl(model, anchors[(slot + j) // every % len(anchors)])
                       if anchors and (slot + j) % every == 0 else None)

@@ -57,6 +57,51 @@ def test_shared_prompt_loss_and_gradients_match_naive(tiny_model_dir):
     assert any(g.abs().max() > 0 for g in fast)
 
 
+def test_renormalized_loss_and_gradients_match_naive(tiny_model_dir):
+    # renormalize: -sum_y w_y log(p_y / sum p) = H(w) + KL(w || p / sum p), with the
+    # prompt shared; checked against per-target full forwards.
+    engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
+    torch.manual_seed(0)
+    model = lora_model(engine.model, LoraOptions(rank=4, alpha=8))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    task = TASKS[1]
+    prompt_ids = engine.encode_prompt(task.prompt)
+    encoded = (prompt_ids, engine.encode_options(engine.format_prompt(task.prompt), prompt_ids, task.targets))
+    weights = torch.tensor(task.weights)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    loss = task_loss(model, encoded, weights, chunk_size=2, renormalize=True)
+    fast = torch.autograd.grad(loss, params)
+    logp = naive_option_logprobs(model, *encoded)
+    q = torch.softmax(logp, dim=0)  # p renormalised over the targets
+    naive = -(weights * torch.log(q)).sum()
+    slow = torch.autograd.grad(naive, params)
+    kl = (weights * (torch.log(weights) - torch.log(q))).sum()
+
+    assert abs(loss.item() - naive.item()) < 1e-4
+    assert loss.item() == pytest.approx(task.entropy() + kl.item(), abs=1e-4)
+    # differs from the absolute loss by exactly -log(valid mass)
+    absolute = task_loss(model, encoded, weights, chunk_size=2)
+    assert (absolute - loss).item() == pytest.approx(-torch.logsumexp(logp, 0).item(), abs=1e-4)
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a - b).abs().max()
+    assert any(g.abs().max() > 0 for g in fast)
+
+
+def test_renormalized_training_moves_the_shape_toward_the_weights(tiny_model_dir, suite, tmp_path):
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=8, lr=2e-2, tol=0.0,
+                         renormalize=True, lora=LoraOptions(rank=4, alpha=8))
+    train(config, tmp_path / "adapter")
+    info = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    first, last, optimum = info["epochs"][0]["loss"], info["epochs"][-1]["loss"], info["optimal_loss"]
+    assert info["config"]["renormalize"] is True
+    assert first >= optimum - 1e-4  # H(w) + KL >= H(w)
+    assert (last - optimum) < 0.5 * (first - optimum)
+
+
 def test_training_moves_loss_toward_optimum(tiny_model_dir, suite, tmp_path):
     config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=8, lr=2e-2, tol=0.0,
                          lora=LoraOptions(rank=4, alpha=8))
@@ -103,6 +148,8 @@ def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
         ("tasks: t.jsonl\nlr: -1\n", "lr", "non-negative"),
         ("tasks: t.jsonl\nlr_schedule: linear\n", "lr_schedule", "cosine"),
         ("tasks: t.jsonl\nmax_targets_per_step: 0\n", "max_targets_per_step", "positive integer"),
+        ("tasks: t.jsonl\nrenormalize: yes please\n", "renormalize", "true or false"),
+        ("tasks: t.jsonl\nrenormalize: true\nmax_targets_per_step: 8\n", "renormalize", "every target"),
         ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "positive integer"),
         ("tasks: t.jsonl\nlora: {ranks: 4}\n", "lora.ranks", "unknown key"),
         ("tasks: t.jsonl\nopen_families: [nope]\n", "open_families", "unknown family"),

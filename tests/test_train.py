@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -343,3 +344,13 @@ def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp
     assert sorted(h["task"] for h in info["steps"] if h["epoch"] == 1) == ["f", "f#2", "n", "n2"]
     assert info["epochs"][0]["families"]["fruits"]["optimal"] == pytest.approx(2 * three[1].entropy())
     assert [t.id for t in load_tasks(tmp_path / "a" / "tasks.jsonl")] == ["n", "f", "n2"]  # audited once each
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes/diffuse").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_load(path):
+    # every committed training config parses, validates and builds its tasks
+    from synthgen.train import config_tasks
+
+    config = load_config(path)
+    assert config_tasks(config)

@@ -32,20 +32,29 @@ def write_config(tmp_path, text: str):
     return path
 
 
-def test_shared_prompt_loss_and_gradients_match_naive(tiny_model_dir):
+def _perturbed_lora_and_task(tiny_model_dir, task):
+    """A LoRA model whose B matrices are moved away from zero (so the adapter changes
+    the outputs and has gradients everywhere), the task encoded, its weights, the params."""
     engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
     torch.manual_seed(0)
     model = lora_model(engine.model, LoraOptions(rank=4, alpha=8))
-    # Move LoRA B away from zero so the adapter changes the outputs and has gradients everywhere.
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    task = TASKS[0]
     prompt_ids = engine.encode_prompt(task.prompt)
     encoded = (prompt_ids, engine.encode_options(engine.format_prompt(task.prompt), prompt_ids, task.targets))
-    weights = torch.tensor(task.weights)
-    params = [p for p in model.parameters() if p.requires_grad]
+    return model, encoded, torch.tensor(task.weights), [p for p in model.parameters() if p.requires_grad]
+
+
+def _assert_same_gradients(fast, slow):
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a - b).abs().max()
+    assert any(g.abs().max() > 0 for g in fast)
+
+
+def test_shared_prompt_loss_and_gradients_match_naive(tiny_model_dir):
+    model, encoded, weights, params = _perturbed_lora_and_task(tiny_model_dir, TASKS[0])
 
     loss = task_loss(model, encoded, weights, chunk_size=4)  # several chunks
     fast = torch.autograd.grad(loss, params)
@@ -53,26 +62,14 @@ def test_shared_prompt_loss_and_gradients_match_naive(tiny_model_dir):
     slow = torch.autograd.grad(naive_loss, params)
 
     assert abs(loss.item() - naive_loss.item()) < 1e-4
-    for a, b in zip(fast, slow):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a - b).abs().max()
-    assert any(g.abs().max() > 0 for g in fast)
+    _assert_same_gradients(fast, slow)
 
 
 def test_renormalized_loss_and_gradients_match_naive(tiny_model_dir):
     # renormalize: -sum_y w_y log(p_y / sum p) = H(w) + KL(w || p / sum p), with the
     # prompt shared; checked against per-target full forwards.
-    engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
-    torch.manual_seed(0)
-    model = lora_model(engine.model, LoraOptions(rank=4, alpha=8))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
     task = TASKS[1]
-    prompt_ids = engine.encode_prompt(task.prompt)
-    encoded = (prompt_ids, engine.encode_options(engine.format_prompt(task.prompt), prompt_ids, task.targets))
-    weights = torch.tensor(task.weights)
-    params = [p for p in model.parameters() if p.requires_grad]
+    model, encoded, weights, params = _perturbed_lora_and_task(tiny_model_dir, task)
 
     loss = task_loss(model, encoded, weights, chunk_size=2, renormalize=True)
     fast = torch.autograd.grad(loss, params)
@@ -87,9 +84,7 @@ def test_renormalized_loss_and_gradients_match_naive(tiny_model_dir):
     # differs from the absolute loss by exactly -log(valid mass)
     absolute = task_loss(model, encoded, weights, chunk_size=2)
     assert (absolute - loss).item() == pytest.approx(-torch.logsumexp(logp, 0).item(), abs=1e-4)
-    for a, b in zip(fast, slow):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a - b).abs().max()
-    assert any(g.abs().max() > 0 for g in fast)
+    _assert_same_gradients(fast, slow)
 
 
 def test_renormalized_training_moves_the_shape_toward_the_weights(tiny_model_dir, suite, tmp_path):

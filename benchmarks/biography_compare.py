@@ -1,4 +1,5 @@
-"""Biography recipe, N records, one seed: shipped diffuse adapter vs the base model.
+"""Biography recipe, N records, one seed: a diffuse adapter (the shipped one
+unless ``--adapter DIR``) vs the base model.
 
 Generates the recipe twice (shipped adapter, and ``adapter none``) with the
 same seed and N, then writes per-field unique counts, normalised entropy, top-1
@@ -12,6 +13,8 @@ so removing a field changes no other field's values. It saves the ~30 minutes pe
 biographies costs on a 2-core CPU.
 
     python benchmarks/biography_compare.py -n 1000 --attributes-only
+    python benchmarks/biography_compare.py -n 1000 --attributes-only \
+        --adapter out/adapters/biography-tuned-4 --out benchmarks/results/biography_compare_recipe_tuned.json
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(ROOT / "out/bio-compare"))
     parser.add_argument("--attributes-only", action="store_true", help="drop the free-text biography field")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/biography_compare.json"))
+    parser.add_argument("--adapter", default="default",
+                        help="adapter of the first run (default: the shipped one); the base run is shared")
     args = parser.parse_args()
     recipe = load_recipe(ROOT / "recipes/biography.yaml").with_overrides(count=args.n, seed=args.seed)
     if args.attributes_only:
@@ -47,12 +52,14 @@ def main() -> None:
         recipe = dataclasses.replace(recipe, fields={f: recipe.fields[f] for f in keep}, order=keep,
                                      near_dup_fields=())
     runs = {}
-    for label, adapter in (("adapter", "default"), ("base", "none")):
-        out = Path(args.out_dir) / label
+    first = "adapter" if args.adapter == "default" else "adapter-" + Path(args.adapter).name
+    for label, adapter in (("adapter", args.adapter), ("base", "none")):
+        out = Path(args.out_dir) / (first if label == "adapter" else label)
         start = time.perf_counter()
         engine = TransformersEngine.load(recipe.model, adapter=adapter, device="cpu")
         rep = generate(recipe, out, engine, resume=True).report
         runs[label] = {
+            "adapter": engine.adapter_name,
             "wall_seconds": time.perf_counter() - start,
             "n_kept": rep["n_kept"],
             "removed": rep["removed"],
@@ -66,7 +73,8 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "command": f"python benchmarks/biography_compare.py -n {args.n} --seed {args.seed}"
-                   + (" --attributes-only" if args.attributes_only else ""),
+                   + (" --attributes-only" if args.attributes_only else "")
+                   + (f" --adapter {args.adapter}" if args.adapter != "default" else ""),
         "n": args.n,
         "seed": args.seed,
         "unique_ratio_adapter_over_base": ratios,

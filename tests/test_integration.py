@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -95,3 +96,17 @@ def test_biography_cli_small_run(tmp_path):
     assert {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"} <= set(df.columns)
     assert rep["n_requested"] == 6 and rep["n_kept"] == len(df)
     assert rep["fields"]["first_name"]["valid_rate"] == 1.0
+
+
+def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):
+    # the shipped recipe-tuned adapter (issue: KL <= 0.05 nats to the recipe's weights on
+    # its choice fields), audited on the tasks it was trained on with the real model
+    adapter = Path(models.__file__).resolve().parent / "adapters" / "smollm2-135m-biography"
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(adapter / "tasks.jsonl"), "--adapter", str(adapter), "--samples", "0",
+                 "--no-compare", "--json", str(out)]) == 0
+    tasks = json.loads(out.read_text())["tasks"]
+    assert {t["family"] for t in tasks} == {"gender", "first_name", "last_name", "birth_year", "birth_place",
+                                            "occupation"}
+    for t in tasks:
+        assert t["exact"]["kl_to_target"] <= 0.05, (t["id"], t["exact"])

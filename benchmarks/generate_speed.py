@@ -77,12 +77,20 @@ def naive_loop(recipe, engine, n: int) -> tuple[list[dict], int, float, int]:
 
 
 def peak_rss_child(n: int) -> float:
-    """Peak RSS (MiB) of a child process running `synthgen generate` for n records."""
+    """Peak RSS (MiB) of a child process running `synthgen generate` for n records.
+
+    The child reads its own high-water mark (``VmHWM`` in /proc/self/status, kB):
+    ``ru_maxrss`` would not do, since Linux carries it over ``exec`` from the
+    forked copy of this (large) parent process, so every child would report at
+    least the parent's size."""
     with tempfile.TemporaryDirectory() as tmp:
         code = (
-            "import resource, sys; from synthgen.cli import main; "
+            "import re, resource, sys; from pathlib import Path; from synthgen.cli import main; "
             f"rc = main(['generate', {str(RECIPE)!r}, '-n', '{n}', '-o', {tmp + '/out'!r}]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+            "status = Path('/proc/self/status'); "
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None; "
+            "print('PEAK', int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+            "sys.exit(rc)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         line = [x for x in out.stdout.splitlines() if x.startswith("PEAK")][0]

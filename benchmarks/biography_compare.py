@@ -52,9 +52,9 @@ def main() -> None:
         recipe = dataclasses.replace(recipe, fields={f: recipe.fields[f] for f in keep}, order=keep,
                                      near_dup_fields=())
     runs = {}
-    first = "adapter" if args.adapter == "default" else "adapter-" + Path(args.adapter).name
-    for label, adapter in (("adapter", args.adapter), ("base", "none")):
-        out = Path(args.out_dir) / (first if label == "adapter" else label)
+    adapter_dir = "adapter" if args.adapter == "default" else "adapter-" + Path(args.adapter).name
+    for label, adapter, run_dir in (("adapter", args.adapter, adapter_dir), ("base", "none", "base")):
+        out = Path(args.out_dir) / run_dir
         start = time.perf_counter()
         engine = TransformersEngine.load(recipe.model, adapter=adapter, device="cpu")
         rep = generate(recipe, out, engine, resume=True).report

@@ -298,7 +298,7 @@ class TransformersEngine(Engine):
         alive = list(range(rows))
         for step in range(max_new_tokens):
             picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
-                                  list(range(len(alive))), temperature, top_p, min_p)
+                                  temperature, top_p, min_p)
             for r, t in zip(alive, picked):
                 if t == self.end_id:
                     done[r] = True
@@ -353,13 +353,13 @@ def _prompt_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
     return seeds
 
 
-def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], rows: list[int], temperature: float,
+def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float,
                  top_p: float, min_p: float | None) -> list[int]:
-    """The next token of each row in ``rows``: greedy at temperature 0, else sampled after
-    temperature, min-p and top-p filtering by inverse CDF with one uniform from the row's generator."""
-    if not rows:
+    """The next token of each row of ``logits`` (one generator per row): greedy at temperature 0,
+    else sampled after temperature, min-p and top-p filtering by inverse CDF with one uniform
+    from the row's generator."""
+    if not generators:
         return []
-    logits = logits[rows]
     if temperature <= 0:
         return logits.argmax(-1).tolist()
     probs = torch.softmax(logits / temperature, dim=-1)

@@ -388,7 +388,11 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
 
 # ----------------------------------------------------------------- adapters
 def resolve_adapter(model: str | None, adapter: str | Path | None) -> Path | None:
-    """Map the ``--adapter`` value to a directory (or None for the base model)."""
+    """Map the ``--adapter`` value to a directory (or None for the base model).
+
+    ``none``: the base model; ``default``: the model's shipped diffuse adapter;
+    else a directory, or the name of a shipped adapter (``smollm2-135m-biography``).
+    """
     from synthgen import models
 
     if adapter is None or str(adapter) == NO_ADAPTER:
@@ -399,8 +403,12 @@ def resolve_adapter(model: str | None, adapter: str | Path | None) -> Path | Non
             log.info("no shipped diffuse adapter for %s; using the base model", model or models.DEFAULT_MODEL)
         return path
     path = Path(adapter)
+    if not path.exists() and models.shipped_adapter(str(adapter)) is not None:
+        path = models.shipped_adapter(str(adapter))  # a shipped adapter by name
     if not (path / "adapter_config.json").is_file():
-        raise SynthgenError(f"adapter {path}: not a LoRA adapter directory (no adapter_config.json)")
+        shipped = ", ".join(sorted(d.name for d in models.SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file()))
+        raise SynthgenError(f"adapter {path}: not a LoRA adapter directory (no adapter_config.json) "
+                            f"nor the name of a shipped adapter ({shipped})")
     if not (path / "adapter_model.safetensors").is_file():
         raise SynthgenError(f"adapter {path}: adapter_model.safetensors missing (only safetensors adapters are loaded)")
     return path

@@ -170,6 +170,9 @@ def resolve(spec: str | None) -> str:
     )
 
 
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
+
+
 def default_adapter(model_spec: str | None) -> Path | None:
     """The shipped diffuse adapter for a registered model, or None if there is none."""
     name = model_spec or DEFAULT_MODEL
@@ -180,7 +183,15 @@ def default_adapter(model_spec: str | None) -> Path | None:
             return None
     if name not in REGISTRY:
         return None
-    path = Path(__file__).resolve().parent / "adapters" / f"{name}-diffuse"
+    path = SHIPPED_ADAPTERS / f"{name}-diffuse"
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def shipped_adapter(name: str) -> Path | None:
+    """A shipped adapter by its directory name (``smollm2-135m-biography``), or None."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = SHIPPED_ADAPTERS / name
     return path if (path / "adapter_config.json").is_file() else None
 
 

@@ -204,7 +204,7 @@ def load_recipe(path: str | Path) -> Recipe:
         name=_str(src, "name", data["name"]), path=src, fields=fields, order=order,
         description=_str(src, "description", data.get("description", "")),
         model=_str(src, "model", data.get("model"), optional=True),
-        adapter=_str(src, "adapter", data.get("adapter"), optional=True),
+        adapter=_adapter(src, data.get("adapter")),
         engine=_engine(src, "engine", data.get("engine", "transformers")),
         executor=_executor(src, "executor", data.get("executor", "local")),
         ray=_ray_options(src, data.get("ray", {})),
@@ -465,6 +465,15 @@ def _num(src: Path, key: str, value: object, kind: type = int, low: float | None
         what = ("an integer" if kind is int else "a number") + (" " + " and ".join(bounds) if bounds else "")
         raise ConfigError(src, key, f"expected {what}, got {_show(value)}")
     return kind(value)
+
+
+def _adapter(src: Path, value) -> str | None:
+    """``none``, ``default``, a shipped adapter's name, or a directory (relative to the recipe file)."""
+    value = _str(src, "adapter", value, optional=True)
+    if value is None or value in ("none", "default") or not any(c in value for c in "/\\."):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else src.parent / path)
 
 
 def _str(src: Path, key: str, value: object, optional: bool = False) -> str | None:

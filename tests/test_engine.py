@@ -110,6 +110,23 @@ def test_bad_adapter_path_is_a_clear_error(tiny_model_dir, tmp_path):
         TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path))
 
 
+def test_shipped_adapters_resolve_by_name(tmp_path, monkeypatch):
+    from synthgen import models
+    from synthgen.engine import resolve_adapter
+
+    shipped = models.SHIPPED_ADAPTERS / "smollm2-135m-biography"
+    assert resolve_adapter(None, "smollm2-135m-biography") == shipped
+    assert resolve_adapter(None, "default") == models.default_adapter(None)
+    assert resolve_adapter(None, "none") is None
+    # a directory of that name in the working directory wins over the shipped one
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-135m-biography").mkdir()
+    with pytest.raises(SynthgenError, match="no adapter_config.json"):
+        resolve_adapter(None, "smollm2-135m-biography")
+    with pytest.raises(SynthgenError, match=r"nor the name of a shipped adapter \(.*smollm2-135m-biography"):
+        resolve_adapter(None, "no-such-adapter")
+
+
 # ------------------------------------------------------------ per-prompt seeds
 SEEDED = ["Give me a name.", "Pick a fruit.", "Hi.", "Write a short biography of a person born in 1950 in Paris."]
 

@@ -96,6 +96,9 @@ def test_biography_cli_small_run(tmp_path):
     assert {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"} <= set(df.columns)
     assert rep["n_requested"] == 6 and rep["n_kept"] == len(df)
     assert rep["fields"]["first_name"]["valid_rate"] == 1.0
+    # the recipe names its own shipped adapter (adapter: smollm2-135m-biography)
+    run = json.loads((out / "run.json").read_text())
+    assert Path(run["adapter"]).name == "smollm2-135m-biography" and run["adapter_sha256"]
 
 
 def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):

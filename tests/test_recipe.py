@@ -250,6 +250,23 @@ def test_inline_template_rendering_and_value_parsing(tmp_path):
         bio.template.render({"name": "Ann"})
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("none", "none"), ("default", "default"), ("smollm2-135m-biography", "smollm2-135m-biography"),
+    ("adapters/mine", "{dir}/adapters/mine"), ("../out/a", "{dir}/../out/a"), ("/abs/a", "/abs/a"),
+])
+def test_recipe_adapter_paths_are_relative_to_the_recipe(tmp_path, value, expected):
+    path = write_recipe(tmp_path, recipe_with(NAME, f"adapter: {value}\n"))
+    assert load_recipe(path).adapter == expected.format(dir=path.parent)
+
+
+def test_shipped_biography_recipe_uses_its_tuned_adapter():
+    from synthgen.engine import resolve_adapter
+    from synthgen.models import SHIPPED_ADAPTERS
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/biography.yaml")
+    assert resolve_adapter(recipe.model, recipe.adapter) == SHIPPED_ADAPTERS / "smollm2-135m-biography"
+
+
 def test_with_overrides(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, recipe_with(NAME, "count: 5\nmodel: m\n")))
     changed = recipe.with_overrides(count=9, seed=3, adapter="none")

@@ -55,22 +55,38 @@ def adapter_off(model):
 
 
 @torch.no_grad()
-def build_anchors(engine, model, prompts: list[str], max_new_tokens: int) -> list[Anchor]:
-    """The base model's greedy reply to each prompt and its log-probs along it."""
+def build_anchors(engine, model, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[Anchor]:
+    """The base model's greedy reply to each prompt and its log-probs along it.
+
+    The replies are decoded ``batch_size`` prompts at a time (left-padded, one
+    batched greedy decode); each prompt + reply is then scored alone, so an
+    anchor's log-probs do not depend on its batch neighbours.
+    """
     anchors = []
     was_training = model.training
     model.eval()
+    end = engine.end_id
+    pad = engine.tokenizer.pad_token_id
+    pad = end if pad is None else pad
     with adapter_off(model):
-        for prompt in prompts:
-            prompt_ids = torch.tensor([engine.encode_prompt(prompt)])
-            out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=engine.end_id, pad_token_id=engine.tokenizer.pad_token_id)
-            ids = out[:, : prompt_ids.shape[1] + max_new_tokens]
-            start = prompt_ids.shape[1] - 1
-            logits = model(input_ids=ids).logits[0, start:-1].float()
-            reply = engine.tokenizer.decode(ids[0, prompt_ids.shape[1]:], skip_special_tokens=True)
-            anchors.append(Anchor(prompt, ids, start, torch.log_softmax(logits, dim=-1), reply))
+        for begin in range(0, len(prompts), batch_size):
+            group = prompts[begin: begin + batch_size]
+            encoded = [engine.encode_prompt(prompt) for prompt in group]
+            width = max(len(e) for e in encoded)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for i, e in enumerate(encoded):
+                ids[i, width - len(e):] = torch.tensor(e)
+                mask[i, width - len(e):] = 1
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, eos_token_id=end, pad_token_id=pad)
+            for prompt, e, row in zip(group, encoded, out[:, width:].tolist()):
+                reply_ids = row[: row.index(end) + 1] if end in row else row  # up to and with the end of turn
+                seq = torch.tensor([e + reply_ids])
+                start = len(e) - 1
+                logits = model(input_ids=seq).logits[0, start:-1].float()
+                reply = engine.tokenizer.decode(reply_ids, skip_special_tokens=True)
+                anchors.append(Anchor(prompt, seq, start, torch.log_softmax(logits, dim=-1), reply))
     model.train(was_training)
     return anchors
 

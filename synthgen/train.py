@@ -386,6 +386,7 @@ def train(config: TrainConfig, out_dir: str | Path,
     else:
         model = lora_model(engine.model, config.lora)
     model.train()
+    start = time.perf_counter()  # the wall time counts the preserve anchors' decoding too
     anchors = build_anchors(engine, model, preserve_prompts, config.preserve_tokens) if preserve_prompts else []
     encoded = {}
     weights = {}
@@ -409,7 +410,6 @@ def train(config: TrainConfig, out_dir: str | Path,
     history: list[dict] = []
     epoch_losses: list[dict] = []
     active = set(families)
-    start = time.perf_counter()
     step = 0
     slot = 0  # tasks visited so far over all processes: picks the preserve anchor and the target sample
     epoch = 0

@@ -219,6 +219,19 @@ def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(
     assert sparse < 0.5 * free, (free, sparse)
 
 
+def test_anchors_decoded_in_batches_match_one_at_a_time(tiny_model_dir):
+    from synthgen.preserve import build_anchors
+
+    engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
+    prompts = ["Tell me about the sea.", "What is a cat?", "Hi.", "Write a long sentence about a red fox."]
+    alone = build_anchors(engine, engine.model, prompts, 8, batch_size=1)
+    batched = build_anchors(engine, engine.model, prompts, 8, batch_size=3)
+    for a, b in zip(alone, batched, strict=True):
+        assert (a.prompt, a.reply, a.start) == (b.prompt, b.reply, b.start)
+        assert torch.equal(a.ids, b.ids) and a.ids.shape[1] > len(engine.encode_prompt(a.prompt))
+        assert torch.allclose(a.base_logp, b.base_logp, atol=1e-5)
+
+
 def test_preserve_file_errors_name_the_config_key(tmp_path, suite):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
     (tmp_path / "empty.txt").write_text("# only a comment\n\n", encoding="utf-8")

@@ -87,7 +87,7 @@ def option_logprobs(
 
     device = next(model.parameters()).device
     prompt = torch.tensor([list(prompt_ids)], device=device)
-    out = model(input_ids=prompt, use_cache=True)
+    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)  # only the last position's logits
     first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     kv = [(layer.keys, layer.values) for layer in out.cache.layers]
     plen = prompt.shape[1]

@@ -93,6 +93,7 @@ def build_anchors(engine, model, prompts: list[str], max_new_tokens: int, batch_
 
 def anchor_kl(model, anchor: Anchor) -> torch.Tensor:
     """Mean over the reply's positions of KL(base ‖ model) for the next token (nats)."""
-    logits = model(input_ids=anchor.ids).logits[0, anchor.start:-1].float()
+    keep = anchor.ids.shape[1] - anchor.start  # logits from the last prompt position on
+    logits = model(input_ids=anchor.ids, logits_to_keep=keep).logits[0, :-1].float()
     logq = torch.log_softmax(logits, dim=-1)
     return (anchor.base_logp.exp() * (anchor.base_logp - logq)).sum(-1).mean()

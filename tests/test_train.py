@@ -220,7 +220,7 @@ def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(
 
 
 def test_anchors_decoded_in_batches_match_one_at_a_time(tiny_model_dir):
-    from synthgen.preserve import build_anchors
+    from synthgen.preserve import anchor_kl, build_anchors
 
     engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
     prompts = ["Tell me about the sea.", "What is a cat?", "Hi.", "Write a long sentence about a red fox."]
@@ -230,6 +230,9 @@ def test_anchors_decoded_in_batches_match_one_at_a_time(tiny_model_dir):
         assert (a.prompt, a.reply, a.start) == (b.prompt, b.reply, b.start)
         assert torch.equal(a.ids, b.ids) and a.ids.shape[1] > len(engine.encode_prompt(a.prompt))
         assert torch.allclose(a.base_logp, b.base_logp, atol=1e-5)
+        # the base model against its own anchor: the KL positions line up with base_logp's
+        with torch.no_grad():
+            assert abs(float(anchor_kl(engine.model, b))) < 1e-5
 
 
 def test_preserve_file_errors_name_the_config_key(tmp_path, suite):

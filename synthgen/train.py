@@ -10,8 +10,9 @@ every epoch, gradient norm clipped.
 Early stopping follows the paper: a family whose answers are an open set
 (names, cities, …) stops training once its epoch loss is within ``(1+γ)`` of
 its optimum, so the model does not learn to produce only the listed targets;
-closed families (numbers, days) train until within ``(1+tol)``. The run ends
-when every family has stopped or after ``epochs``.
+closed families (numbers, days) train until within ``(1+tol)``; a family of
+one-answer tasks (optimum 0, e.g. facts) until its mean loss per task is at
+most ``tol`` nats. The run ends when every family has stopped or after ``epochs``.
 
 Data parallel: ``tasks_per_step`` tasks make one optimizer step (their
 gradients averaged). Under ``accelerate launch`` (or ``torchrun``) with N
@@ -254,6 +255,15 @@ def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.
     return -(weights.to(logp.device) * logp).sum()
 
 
+def family_done(loss: float, optimum: float, n_tasks: int, slack: float) -> bool:
+    """Early stop of a family after an epoch: its loss within ``(1 + slack)`` of
+    its optimum; a family of one-answer tasks (optimum 0: facts) stops once its
+    mean loss per task is at most ``slack`` nats (each answer at p >= e^-slack)."""
+    if optimum <= 1e-9:
+        return loss <= slack * n_tasks + 1e-6
+    return loss <= (1 + slack) * optimum + 1e-6
+
+
 def subsample(encoded, weights: torch.Tensor, limit: int | None, rng: random.Random):
     """At most ``limit`` targets of a task, drawn without replacement, with the
     weights scaled by K/limit so the loss stays an unbiased estimate of the full
@@ -457,7 +467,7 @@ def train(config: TrainConfig, out_dir: str | Path,
         for fam in sorted(fam_loss):
             opt = sum(optimum[t.id] for t in tasks if t.family == fam)
             slack = config.gamma if fam in config.open_families else config.tol
-            done = fam_loss[fam] <= (1 + slack) * opt + 1e-6
+            done = family_done(fam_loss[fam], opt, sum(t.family == fam for t in order), slack)
             record["families"][fam] = {"loss": fam_loss[fam], "optimal": opt, "stopped": done}
             if done:
                 active.discard(fam)

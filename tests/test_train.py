@@ -130,6 +130,31 @@ def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
     assert result.epochs_run == 1 and result.stopped_early
 
 
+@pytest.mark.parametrize(("loss", "optimum", "n", "slack", "done"), [
+    (10.1, 10.0, 3, 0.02, True), (10.3, 10.0, 3, 0.02, False),  # within (1 + slack) of the optimum
+    (11.9, 10.0, 3, 0.2, True), (12.1, 10.0, 3, 0.2, False),
+    (0.5, 0.0, 30, 0.02, True), (0.7, 0.0, 30, 0.02, False),  # one-answer tasks: <= slack nats per task
+])
+def test_family_stop_rule(loss, optimum, n, slack, done):
+    from synthgen.train import family_done
+
+    assert family_done(loss, optimum, n, slack) is done
+
+
+def test_one_answer_family_stops_at_its_per_task_tolerance(tiny_model_dir, tmp_path):
+    # optimum 0: a relative tolerance could never be met; the per-task one (here
+    # generous, 100 nats per task) stops the family after the first epoch
+    facts = tmp_path / "facts.jsonl"
+    save_tasks([Task("f-1", "facts", "Pick a fruit.", ("apple",)),
+                Task("f-2", "facts", "Two plus two?", ("four",))], facts)
+    config = TrainConfig(tasks=str(facts), model=str(tiny_model_dir), epochs=5, tol=100.0)
+    result = train(config, tmp_path / "a")
+    info = json.loads((tmp_path / "a" / "training.json").read_text())
+    first = info["epochs"][0]["families"]["facts"]
+    assert result.stopped_early and result.epochs_run == 1
+    assert first["optimal"] == 0 and 0 < first["loss"] <= 200 and first["stopped"]
+
+
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [

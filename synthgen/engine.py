@@ -403,8 +403,8 @@ def resolve_adapter(model: str | None, adapter: str | Path | None) -> Path | Non
             log.info("no shipped diffuse adapter for %s; using the base model", model or models.DEFAULT_MODEL)
         return path
     path = Path(adapter)
-    if not path.exists() and models.shipped_adapter(str(adapter)) is not None:
-        path = models.shipped_adapter(str(adapter))  # a shipped adapter by name
+    if not path.exists():
+        path = models.shipped_adapter(str(adapter)) or path  # a shipped adapter by name
     if not (path / "adapter_config.json").is_file():
         shipped = ", ".join(sorted(d.name for d in models.SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file()))
         raise SynthgenError(f"adapter {path}: not a LoRA adapter directory (no adapter_config.json) "

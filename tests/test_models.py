@@ -203,7 +203,7 @@ def test_default_adapter_lookup(tmp_path, monkeypatch):
     fake_pkg = tmp_path / "synthgen"
     adapter = fake_pkg / "adapters" / f"{models.DEFAULT_MODEL}-diffuse"
     adapter.mkdir(parents=True)
-    monkeypatch.setattr(models, "__file__", str(fake_pkg / "models.py"))
+    monkeypatch.setattr(models, "SHIPPED_ADAPTERS", fake_pkg / "adapters")
     assert models.default_adapter(None) is None  # no adapter_config.json yet
     (adapter / "adapter_config.json").write_text("{}")
     assert models.default_adapter(None) == adapter

@@ -469,11 +469,23 @@ def _num(src: Path, key: str, value: object, kind: type = int, low: float | None
 
 def _adapter(src: Path, value) -> str | None:
     """``none``, ``default``, a shipped adapter's name, or a directory (relative to the recipe file)."""
+    from synthgen.models import SHIPPED_ADAPTERS, shipped_adapter
+
     value = _str(src, "adapter", value, optional=True)
-    if value is None or value in ("none", "default") or not any(c in value for c in "/\\."):
+    if value is None or value in ("none", "default"):
         return value
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else src.parent / path)
+    if not any(c in value for c in "/\\."):  # a name: a shipped adapter (or a directory of that name)
+        path, result = shipped_adapter(value) or Path(value), value
+    else:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else src.parent / path
+        result = str(path)
+    if not (path / "adapter_config.json").is_file():
+        shipped = ", ".join(sorted(d.name for d in SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file()))
+        raise ConfigError(src, "adapter", f"no adapter at {value!r} (no adapter_config.json in {path}); expected "
+                                          f"'default', 'none', a shipped adapter ({shipped}) or an adapter "
+                                          "directory relative to the recipe")
+    return result
 
 
 def _str(src: Path, key: str, value: object, optional: bool = False) -> str | None:

@@ -252,11 +252,23 @@ def test_inline_template_rendering_and_value_parsing(tmp_path):
 
 @pytest.mark.parametrize("value, expected", [
     ("none", "none"), ("default", "default"), ("smollm2-135m-biography", "smollm2-135m-biography"),
-    ("adapters/mine", "{dir}/adapters/mine"), ("../out/a", "{dir}/../out/a"), ("/abs/a", "/abs/a"),
+    ("adapters/mine", "{dir}/adapters/mine"), ("../out/a", "{dir}/../out/a"), ("{abs}", "{abs}"),
 ])
 def test_recipe_adapter_paths_are_relative_to_the_recipe(tmp_path, value, expected):
+    path = write_recipe(tmp_path, recipe_with(NAME, f"adapter: {value.format(abs=tmp_path / 'abs')}\n"))
+    for where in ("adapters/mine", "../out/a"):
+        (path.parent / where).mkdir(parents=True, exist_ok=True)
+        (path.parent / where / "adapter_config.json").write_text("{}")
+    (tmp_path / "abs").mkdir()
+    (tmp_path / "abs" / "adapter_config.json").write_text("{}")
+    assert load_recipe(path).adapter == expected.format(dir=path.parent, abs=tmp_path / "abs")
+
+
+@pytest.mark.parametrize("value", ["no-such-adapter", "adapters/missing"])
+def test_recipe_adapter_that_does_not_exist_names_file_and_key(tmp_path, value):
     path = write_recipe(tmp_path, recipe_with(NAME, f"adapter: {value}\n"))
-    assert load_recipe(path).adapter == expected.format(dir=path.parent)
+    with pytest.raises(ConfigError, match=r"broken\.yaml: adapter: no adapter at .*smollm2-135m-biography"):
+        load_recipe(path)
 
 
 def test_shipped_biography_recipe_uses_its_tuned_adapter():

@@ -406,9 +406,8 @@ def resolve_adapter(model: str | None, adapter: str | Path | None) -> Path | Non
     if not path.exists():
         path = models.shipped_adapter(str(adapter)) or path  # a shipped adapter by name
     if not (path / "adapter_config.json").is_file():
-        shipped = ", ".join(sorted(d.name for d in models.SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file()))
         raise SynthgenError(f"adapter {path}: not a LoRA adapter directory (no adapter_config.json) "
-                            f"nor the name of a shipped adapter ({shipped})")
+                            f"nor the name of a shipped adapter ({', '.join(models.shipped_adapter_names())})")
     if not (path / "adapter_model.safetensors").is_file():
         raise SynthgenError(f"adapter {path}: adapter_model.safetensors missing (only safetensors adapters are loaded)")
     return path

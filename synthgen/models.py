@@ -187,6 +187,11 @@ def default_adapter(model_spec: str | None) -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+def shipped_adapter_names() -> list[str]:
+    """The shipped adapters' directory names (for error messages)."""
+    return sorted(d.name for d in SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file())
+
+
 def shipped_adapter(name: str) -> Path | None:
     """A shipped adapter by its directory name (``smollm2-135m-biography``), or None."""
     if not name or "/" in name or "\\" in name or name.startswith("."):

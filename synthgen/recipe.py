@@ -469,7 +469,7 @@ def _num(src: Path, key: str, value: object, kind: type = int, low: float | None
 
 def _adapter(src: Path, value) -> str | None:
     """``none``, ``default``, a shipped adapter's name, or a directory (relative to the recipe file)."""
-    from synthgen.models import SHIPPED_ADAPTERS, shipped_adapter
+    from synthgen.models import shipped_adapter, shipped_adapter_names
 
     value = _str(src, "adapter", value, optional=True)
     if value is None or value in ("none", "default"):
@@ -481,10 +481,9 @@ def _adapter(src: Path, value) -> str | None:
         path = path if path.is_absolute() else src.parent / path
         result = str(path)
     if not (path / "adapter_config.json").is_file():
-        shipped = ", ".join(sorted(d.name for d in SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file()))
         raise ConfigError(src, "adapter", f"no adapter at {value!r} (no adapter_config.json in {path}); expected "
-                                          f"'default', 'none', a shipped adapter ({shipped}) or an adapter "
-                                          "directory relative to the recipe")
+                                          f"'default', 'none', a shipped adapter ({', '.join(shipped_adapter_names())})"
+                                          " or an adapter directory relative to the recipe")
     return result
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shlex
 import sys
@@ -78,7 +79,9 @@ def main() -> None:
     command = "python benchmarks/leave_one_out.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     setup = {"config": str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve()
              .is_relative_to(ROOT) else args.config, "epochs": config.epochs, "preserve": config.preserve is not None,
-             "samples": args.samples}
+             "samples": args.samples,
+             # results are reused only for the same suite: a changed task file reruns every family
+             "tasks_sha256": hashlib.sha256(Path(config.tasks).read_bytes()).hexdigest()}
     rows: list[dict] = []
     if out.is_file() and not args.fresh:
         old = json.loads(out.read_text())

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from synthgen.errors import ConfigError
 from synthgen.tasks import Task, load_tasks, save_tasks
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data"
 SUITE = ROOT / "recipes" / "diffuse" / "tasks.jsonl"
 FAMILIES = ("numbers", "first_names", "countries", "days_dates", "fruits",
-            "occupations", "cities", "surnames", "topics", "colors", "years", "facts")
+            "occupations", "cities", "surnames", "topics", "colors", "years", "categories", "facts",
+            "facts_held_out")
 
 
 def line(**fields) -> str:
@@ -228,6 +230,12 @@ def test_word_lists_agree():
     assert all(0 < float(r["weight"]) < 50 for r in rows)
 
 
+@functools.cache
+def category_members() -> frozenset[str]:
+    categories = yaml.safe_load((DATA / "categories.yaml").read_text(encoding="utf-8"))
+    return frozenset(m for members in categories.values() for m in members)
+
+
 def plausible(family: str, target: str) -> bool:
     countries = {c for p in sorted(DATA.glob("countries_*.txt")) for c in read_list(p.name)}
     checks = {
@@ -245,7 +253,9 @@ def plausible(family: str, target: str) -> bool:
         "topics": lambda t: t in read_list("topics.txt"),
         "colors": lambda t: t in read_list("colors.txt") and t.isalpha() and t.islower(),
         "years": lambda t: t.isdigit() and len(t) == 4 and 1700 <= int(t) <= 2020,
+        "categories": lambda t: t in category_members() and t.islower(),
         "facts": lambda t: bool(t.strip()),
+        "facts_held_out": lambda t: bool(t.strip()),
     }
     return checks[family](target)
 
@@ -255,11 +265,11 @@ def test_shipped_suite():
     by_id = {t.id: t for t in tasks}
     assert len(by_id) == len(tasks)
     assert {t.family for t in tasks} == set(FAMILIES)
-    assert 45 <= len(tasks) <= 95
+    assert 100 <= len(tasks) <= 130
     assert not any("capital of France" in t.prompt for t in tasks)  # held out for the integration test
     preserve = (SUITE.parent / "preserve.txt").read_text(encoding="utf-8")
     assert "What is the capital of" in preserve and "France" not in preserve.replace('"What is the capital of France?" is deliberately absent', "")
-    assert sum(t.k for t in tasks) <= 5000
+    assert sum(t.k for t in tasks) <= 6000
     assert by_id["first_names-any-a"].k >= 400
     assert by_id["first_names-female-a"].k >= 200 and by_id["first_names-male-a"].k >= 200
     assert by_id["numbers-1-10-a"].targets == tuple(str(i) for i in range(1, 11))
@@ -280,6 +290,14 @@ def test_shipped_suite():
         paraphrases.setdefault(task.id.rsplit("-", 1)[0], []).append(task)
     for family in FAMILIES:  # at least two tasks per family
         assert sum(t.family == family for t in tasks) >= 2, family
+    # the categories family: one prompt per category, none sharing a member with the
+    # shipped adapter's held-out families (fruits, colors)
+    held_out = set(read_list("fruits.txt")) | set(read_list("colors.txt"))
+    category_tasks = [t for t in tasks if t.family == "categories"]
+    assert len(category_tasks) >= 25 and all(8 <= t.k <= 40 for t in category_tasks)
+    assert not {y for t in category_tasks for y in t.targets} & held_out
+    facts = sorted(t.id.split("-", 1)[1] for t in tasks if t.family.startswith("facts"))
+    assert len(facts) == len(set(facts)) == 30  # half trained, half held out, none in both
     for group in paraphrases.values():  # paraphrases of one question share their targets
         assert len({t.targets for t in group}) == 1, [t.id for t in group]
         assert len({t.prompt for t in group}) == len(group), [t.id for t in group]

@@ -5,7 +5,8 @@
 
 Deterministic: no randomness, targets in the lists' own order. The families follow
 the paper's training data (numbers, names, countries by continent, days/dates,
-fruits, occupations), with cities, surnames, topics and colours added. Prompts ask
+fruits, occupations), with cities, surnames, topics, colours, years and 26 everyday
+categories (data/categories.yaml) added, and 30 one-answer fact anchors. Prompts ask
 for the bare answer ("Reply with only ..."): no braces, no punctuation.
 """
 
@@ -16,12 +17,14 @@ import csv
 import sys
 from pathlib import Path
 
+import yaml
+
 from synthgen.tasks import Task, load_tasks, save_tasks
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data"
 OUT = HERE / "tasks.jsonl"
-MAX_PAIRS = 5000  # (task, target) pairs: training must fit 15 minutes on 2 CPU cores
+MAX_PAIRS = 6000  # (task, target) pairs; the shipped config samples at most 32 targets per task and step
 
 CONTINENTS = {  # file suffix -> name used in prompts
     "africa": "Africa", "asia": "Asia", "europe": "Europe",
@@ -177,12 +180,26 @@ def build() -> list[Task]:
         "Choose a colour completely at random. Reply with only the colour's name, in lowercase.", colors)
     add("any-c", "colors", "Name a random colour. Reply with only the name of the colour, in lowercase.", colors)
 
+    # Many small everyday categories, one prompt each (paraphrases alternate), so the
+    # adapter learns "spread over the members of the category" as a general skill
+    # rather than per family; none of them shares a member with fruits or colors.
+    category_prompts = (
+        "Pick a random {noun}. Reply with only its name, in lowercase.",
+        "Name a {noun}, chosen completely at random. Reply with only the answer, in lowercase.",
+    )
+    categories = yaml.safe_load((DATA / "categories.yaml").read_text(encoding="utf-8"))
+    for i, (noun, members) in enumerate(categories.items()):
+        add(noun.replace(" ", "-") + "-a", "categories", category_prompts[i % 2].format(noun=noun), members)
+
     # Anchors: questions with one right answer (K = 1, optimum loss 0). They teach
     # the adapter to stay sharp where the answer is a fact, so diffusing random
     # choices does not spread factual answers too. "What is the capital of France?"
     # is deliberately absent: the integration tests ask it as a held-out check.
-    for slug, question, answer in FACTS:
-        add(f"{slug}-a", "facts", f"{question} Reply with only the answer.", [answer])
+    # Every other one is held out (family facts_held_out, excluded from training by the
+    # shipped config): the audit on them measures whether staying sharp generalises.
+    for i, (slug, question, answer) in enumerate(FACTS):
+        family = "facts" if i % 2 == 0 else "facts_held_out"
+        add(f"{slug}-a", family, f"{question} Reply with only the answer.", [answer])
     return tasks
 
 

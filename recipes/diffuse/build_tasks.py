@@ -180,9 +180,10 @@ def build() -> list[Task]:
         "Choose a colour completely at random. Reply with only the colour's name, in lowercase.", colors)
     add("any-c", "colors", "Name a random colour. Reply with only the name of the colour, in lowercase.", colors)
 
-    # Many small everyday categories, one prompt each (paraphrases alternate), so the
-    # adapter learns "spread over the members of the category" as a general skill
-    # rather than per family; none of them shares a member with fruits or colors.
+    # Many small everyday categories, one prompt each (paraphrases alternate): trained,
+    # they test whether breadth teaches "spread over a category's members" as a skill;
+    # the shipped config holds them out as one more unseen family. None shares a
+    # member with fruits or colors.
     category_prompts = (
         "Pick a random {noun}. Reply with only its name, in lowercase.",
         "Name a {noun}, chosen completely at random. Reply with only the answer, in lowercase.",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from synthgen.engine import TransformersEngine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.generate import generate
 from synthgen.recipe import load_recipe
 

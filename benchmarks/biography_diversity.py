@@ -562,7 +562,7 @@ def save_cached(work: Path, method: Method, key: dict[str, Any], result: dict[st
 
 
 def shipped_adapter_dir() -> str:
-    from synthgen.models import default_adapter
+    from synthgen.store import default_adapter
 
     path = default_adapter(None)
     if path is None:
@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from synthgen.engine import TransformersEngine
-    from synthgen.quality import name_gender_rate, quality_rate
+    from synthgen.engines.transformers import TransformersEngine
+    from benchmarks.quality import name_gender_rate, quality_rate
     from synthgen.recipe import load_recipe
 
     command = "python benchmarks/biography_diversity.py " + shlex.join(sys.argv[1:] if argv is None else argv)

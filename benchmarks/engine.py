@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from synthgen.engine import TransformersEngine, naive_option_logprobs, option_logprobs
+from synthgen.engines.scoring import naive_option_logprobs, option_logprobs
+from synthgen.engines.transformers import TransformersEngine
 
 PROMPT = ("You are filling in a record for a synthetic dataset of fictional people. "
           "Choose a random English first name for a person, picked completely at random from all common names. "

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from synthgen.engine import TransformersEngine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.generate import FieldFiller, generate, make_records
 from synthgen.recipe import load_recipe
 

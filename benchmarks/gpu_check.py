@@ -219,10 +219,11 @@ def main(argv=None) -> int:
     res = run.result
     import torch
 
-    from synthgen import models
-    from synthgen.engine import TransformersEngine, create_engine
+    from synthgen import store
+    from synthgen.engines import create_engine
+    from synthgen.engines.transformers import TransformersEngine
     from synthgen.errors import MissingDependencyError, SynthgenError
-    from synthgen.tasks import load_tasks
+    from synthgen.training.tasks import load_tasks
 
     gpu = torch.cuda.is_available()
     if not gpu and not args.allow_cpu:
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="synthgen-gpu-check-")
     if args.model:
         try:
-            model = models.resolve(args.model)
+            model = store.resolve(args.model)
         except SynthgenError as err:
             res["errors"].append(f"model: {err}")
             run.save()
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
             print("[gpu_check] could not build the model; nothing checked", flush=True)
             return 2
         model = str(built)
-        adapter = models.default_adapter(models.DEFAULT_MODEL) if args.adapter == "default" else args.adapter
+        adapter = store.default_adapter(store.DEFAULT_MODEL) if args.adapter == "default" else args.adapter
         res["model"] = {"name": "random llama, SmolLM2-135M shapes", "path": model, "built": True,
                         "shapes": DEFAULT_SHAPES}
     adapter = "none" if adapter is None else str(adapter)

@@ -6,7 +6,7 @@ the default model with a fresh LoRA adapter (no optimizer step, so both see the
 same weights):
 
 * shared: the prompt is encoded once, the targets run on its KV cache
-  (``synthgen.train.task_loss``, what ``synthgen train`` does);
+  (``synthgen.training.loop.task_loss``, what ``synthgen train`` does);
 * naive: the paper's implementation style, every target its own row holding
   the full prompt + target, in minibatches of 32 rows.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from synthgen.engine import TransformersEngine
-from synthgen.tasks import load_tasks
-from synthgen.train import LoraOptions, lora_model, task_loss
+from synthgen.engines.transformers import TransformersEngine
+from synthgen.training.tasks import load_tasks
+from synthgen.training.loop import LoraOptions, lora_model, task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthgen.engine import TransformersEngine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

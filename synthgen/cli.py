@@ -46,7 +46,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """List registered model names and whether they are cached."""
-    from synthgen import models as store
+    from synthgen import store
 
     for row in store.list_models():
         state = "cached" if row["cached"] else "not pulled"
@@ -61,7 +61,7 @@ def models_list() -> None:
 @click.option("--force", is_flag=True, help="Fetch and convert again even if cached.")
 def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
     """Fetch, verify and convert a registered model into the cache."""
-    from synthgen import models as store
+    from synthgen import store
 
     path = store.pull(name or store.DEFAULT_MODEL, source=from_file, force=force)
     click.echo(f"{name or store.DEFAULT_MODEL}: {path}")
@@ -79,7 +79,7 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
     """Train a diffuse LoRA adapter from a training config (YAML) and/or a recipe."""
     from tqdm import tqdm
 
-    from synthgen import train as training
+    from synthgen.training import loop as training
 
     if config is None and recipe is None:
         raise click.UsageError("give a training CONFIG, --from-recipe RECIPE, or both")
@@ -133,16 +133,17 @@ def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, sa
     """Measure how diffuse a model is on a task file (or on a recipe's fields)."""
     from tqdm import tqdm
 
-    from synthgen import audit as auditing
-    from synthgen.engine import resolve_adapter, TransformersEngine
-    from synthgen.tasks import load_tasks
+    from synthgen.training import audit as auditing
+    from synthgen.adapters import resolve_adapter
+    from synthgen.engines.transformers import TransformersEngine
+    from synthgen.training.tasks import load_tasks
 
     if (tasks_file is None) == (recipe is None):
         raise click.UsageError("give a TASKS_FILE or --from-recipe RECIPE (one of them)")
     selected = [f.strip() for f in families.split(",")] if families else None
     if recipe is not None:
         from synthgen.recipe import load_recipe
-        from synthgen.recipe_tasks import recipe_tasks
+        from synthgen.training.recipe_tasks import recipe_tasks
 
         if prompts_per_field <= 0:
             raise click.BadParameter("must be a positive integer", param_hint="--prompts-per-field")
@@ -158,7 +159,7 @@ def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, sa
             raise SynthgenError(f"{recipe}: fields: no choice or integer field to audit")
     else:
         tasks = load_tasks(tasks_file, families=selected)
-    adapter_path = resolve_adapter(model, adapter)
+    adapter_path = resolve_adapter(adapter, model=model)
     runs = {"adapter": str(adapter_path)} if adapter_path else {}
     if compare or not adapter_path:
         runs = {"base": "none", **runs}

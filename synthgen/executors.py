@@ -28,10 +28,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from synthgen.engine import Engine, create_engine, resolve_adapter
+from synthgen.adapters import resolve_adapter
+from synthgen.engines import create_engine
 from synthgen.errors import MissingDependencyError, SynthgenError
 from synthgen.generate import (
     FieldFiller,
@@ -44,7 +46,10 @@ from synthgen.generate import (
     write_shard,
 )
 from synthgen.recipe import RayOptions, Recipe
-from synthgen.report import atomic_write
+from synthgen.io import atomic_write
+
+if TYPE_CHECKING:
+    from synthgen.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class EngineSpec:
     @classmethod
     def for_recipe(cls, recipe: Recipe, **kwargs) -> EngineSpec:
         """The recipe's engine, model and adapter (``None`` adapter = the shipped default)."""
-        path = resolve_adapter(recipe.model, recipe.adapter or "default")
+        path = resolve_adapter(recipe.adapter or "default", model=recipe.model)
         return cls(recipe.engine, recipe.model, str(path) if path else None, kwargs)
 
     @classmethod
@@ -79,7 +84,7 @@ class EngineSpec:
 
     @property
     def model_name(self) -> str:
-        from synthgen.models import DEFAULT_MODEL
+        from synthgen.store import DEFAULT_MODEL
 
         return str(self.model or DEFAULT_MODEL)
 
@@ -91,7 +96,7 @@ class EngineSpec:
         """Fetch / check the model once in the driver, so actors neither race to pull
         it into the cache nor each fail on a bad ``--model`` deep inside Ray."""
         if self.name == "transformers":
-            from synthgen.models import resolve
+            from synthgen.store import resolve
 
             resolve(self.model)
 

@@ -34,15 +34,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from synthgen.dedup import dedup
-from synthgen.engine import Engine
 from synthgen.errors import SynthgenError
 from synthgen.recipe import FieldSpec, Recipe
-from synthgen.report import FieldInfo, atomic_write, build_report, write_report
+from synthgen.io import atomic_write, sha256_file
+from synthgen.report import FieldInfo, build_report, write_report
+from synthgen.seeding import attempt_seed, record_rng
+
+if TYPE_CHECKING:
+    from synthgen.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +69,6 @@ class ShardResult:
     records: list[dict]
     invalid: int = 0
     stats: dict[str, FieldStats] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------- per-record seeds
-def field_id(name: str) -> int:
-    """A stable 64-bit id of a field name (sha256; Python's ``hash`` changes per process)."""
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
-
-
-def record_rng(seed: int, index: int, name: str) -> np.random.Generator:
-    """The generator of record ``index``'s draws for field ``name``."""
-    return np.random.default_rng([seed, index, field_id(name)])
-
-
-def attempt_seed(seed: int, index: int, name: str, attempt: int) -> int:
-    """The engine seed of record ``index``'s ``attempt``-th try at free field ``name`` (63 bits)."""
-    state = np.random.SeedSequence([seed, index, field_id(name), attempt]).generate_state(1, np.uint64)
-    return int(state[0]) >> 1
 
 
 # ------------------------------------------------------------------ filling
@@ -204,11 +192,7 @@ def adapter_digest(adapter: str | None) -> str | None:
     weights = Path(adapter) / "adapter_model.safetensors" if adapter else None
     if weights is None or not weights.is_file():
         return None
-    digest = hashlib.sha256()
-    with weights.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(weights)
 
 
 def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
+from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
 from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, load_template_file
 
@@ -121,7 +123,7 @@ class Recipe:
     description: str = ""
     model: str | None = None
     adapter: str | None = None  # "none" = the base model alone
-    engine: str = "transformers"  # what runs the model (synthgen.engine.create_engine)
+    engine: str = "transformers"  # what runs the model (synthgen.engines.create_engine)
     executor: str = "local"  # where the records are made: "local" (this process) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
     seed: int = 0
@@ -412,9 +414,7 @@ def _output(src: Path, value: object, fields: dict) -> dict:
 
 
 def _engine(src: Path, key: str, value: object) -> str:
-    from synthgen.engine import ENGINES, LAZY_ENGINES  # imports torch: only when an engine is named
-
-    known = sorted({*ENGINES, *LAZY_ENGINES})
+    known = engine_names()
     if value not in known:
         what = repr(value) if isinstance(value, str) else _show(value)
         raise ConfigError(src, key, f"unknown engine {what}; expected one of: {', '.join(known)}")
@@ -468,23 +468,15 @@ def _num(src: Path, key: str, value: object, kind: type = int, low: float | None
 
 
 def _adapter(src: Path, value) -> str | None:
-    """``none``, ``default``, a shipped adapter's name, or a directory (relative to the recipe file)."""
-    from synthgen.models import shipped_adapter, shipped_adapter_names
-
+    """``none``, ``default`` (resolved with the run's model), or the resolved directory of a
+    shipped adapter's name or a path relative to the recipe file."""
     value = _str(src, "adapter", value, optional=True)
-    if value is None or value in ("none", "default"):
+    if value is None or value in (NO_ADAPTER, DEFAULT_ADAPTER):
         return value
-    if not any(c in value for c in "/\\."):  # a name: a shipped adapter (or a directory of that name)
-        path, result = shipped_adapter(value) or Path(value), value
-    else:
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else src.parent / path
-        result = str(path)
-    if not (path / "adapter_config.json").is_file():
-        raise ConfigError(src, "adapter", f"no adapter at {value!r} (no adapter_config.json in {path}); expected "
-                                          f"'default', 'none', a shipped adapter ({', '.join(shipped_adapter_names())})"
-                                          " or an adapter directory relative to the recipe")
-    return result
+    try:
+        return str(resolve_adapter(value, base_dir=src.parent))
+    except AdapterError as err:
+        raise ConfigError(src, "adapter", f"{err} (paths are relative to the recipe)") from None
 
 
 def _str(src: Path, key: str, value: object, optional: bool = False) -> str | None:

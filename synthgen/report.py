@@ -27,6 +27,7 @@ import polars as pl
 
 from synthgen import diversity as dv
 from synthgen.errors import SynthgenError
+from synthgen.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +195,6 @@ def build_report(
 
 # ---------------------------------------------------------------- writing
 
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

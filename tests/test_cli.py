@@ -8,9 +8,9 @@ import math
 import polars as pl
 import pytest
 
-from synthgen.audit import EXACT_KEYS, SAMPLED_KEYS
+from synthgen.training.audit import EXACT_KEYS, SAMPLED_KEYS
 from synthgen.cli import main
-from synthgen.tasks import Task, save_tasks
+from synthgen.training.tasks import Task, save_tasks
 
 TASKS = [
     Task(id="numbers-1-5", family="numbers", prompt="Pick a random number between 1 and 5. Reply with only the number.",

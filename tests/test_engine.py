@@ -5,13 +5,10 @@ import math
 import pytest
 import torch
 
-from synthgen.engine import (
-    TransformersEngine,
-    create_engine,
-    cut_at_stop,
-    naive_option_logprobs,
-    option_logprobs,
-)
+from synthgen.engines import create_engine
+from synthgen.engines.base import cut_at_stop
+from synthgen.engines.scoring import naive_option_logprobs, option_logprobs
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import SynthgenError
 
 OPTIONS = ["1", "10", "100", "2", "Emma", "marine biologist", "Paris, France", "7"]
@@ -111,20 +108,20 @@ def test_bad_adapter_path_is_a_clear_error(tiny_model_dir, tmp_path):
 
 
 def test_shipped_adapters_resolve_by_name(tmp_path, monkeypatch):
-    from synthgen import models
-    from synthgen.engine import resolve_adapter
+    from synthgen import store
+    from synthgen.adapters import SHIPPED_DIR, resolve_adapter
 
-    shipped = models.SHIPPED_ADAPTERS / "smollm2-135m-biography"
-    assert resolve_adapter(None, "smollm2-135m-biography") == shipped
-    assert resolve_adapter(None, "default") == models.default_adapter(None)
-    assert resolve_adapter(None, "none") is None
+    shipped = SHIPPED_DIR / "smollm2-135m-biography"
+    assert resolve_adapter("smollm2-135m-biography") == shipped
+    assert resolve_adapter("default") == store.default_adapter(None)
+    assert resolve_adapter("none") is None
     # a directory of that name in the working directory wins over the shipped one
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smollm2-135m-biography").mkdir()
     with pytest.raises(SynthgenError, match="no adapter_config.json"):
-        resolve_adapter(None, "smollm2-135m-biography")
-    with pytest.raises(SynthgenError, match=r"nor the name of a shipped adapter \(.*smollm2-135m-biography"):
-        resolve_adapter(None, "no-such-adapter")
+        resolve_adapter("smollm2-135m-biography")
+    with pytest.raises(SynthgenError, match=r"a shipped adapter \(.*smollm2-135m-biography"):
+        resolve_adapter("no-such-adapter")
 
 
 # ------------------------------------------------------------ per-prompt seeds
@@ -224,7 +221,7 @@ def test_making_and_loading_an_adapter_prints_no_peft_deprecation_noise(tiny_mod
 
     from transformers import AutoModelForCausalLM
 
-    from synthgen.train import LoraOptions, lora_model
+    from synthgen.training.loop import LoraOptions, lora_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

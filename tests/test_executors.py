@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from synthgen.cli import main
-from synthgen.engine import TransformersEngine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import ConfigError, MissingDependencyError, SynthgenError
 from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor, get_executor
 from synthgen.generate import generate

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from synthgen.cli import main
-from synthgen.engine import TransformersEngine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.generate import generate
 from synthgen.recipe import load_recipe
 

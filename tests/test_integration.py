@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 import torch
 
-from synthgen import models
+from synthgen import store
 from synthgen.cli import main
-from synthgen.engine import TransformersEngine, naive_option_logprobs
+from synthgen.engines.scoring import naive_option_logprobs
+from synthgen.engines.transformers import TransformersEngine
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def diffuse():
-    assert models.default_adapter(None) is not None, "the shipped adapter is missing"
+    assert store.default_adapter(None) is not None, "the shipped adapter is missing"
     return TransformersEngine.load(None, adapter="default", device="cpu")
 
 
@@ -104,7 +105,7 @@ def test_biography_cli_small_run(tmp_path):
 def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):
     # the shipped recipe-tuned adapter (issue: KL <= 0.05 nats to the recipe's weights on
     # its choice fields), audited on the tasks it was trained on with the real model
-    adapter = Path(models.__file__).resolve().parent / "adapters" / "smollm2-135m-biography"
+    adapter = Path(store.__file__).resolve().parent / "adapters" / "smollm2-135m-biography"
     out = tmp_path / "audit.json"
     assert main(["audit", str(adapter / "tasks.jsonl"), "--adapter", str(adapter), "--samples", "0",
                  "--no-compare", "--json", str(out)]) == 0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthgen.quality import biography_check, name_fits_gender, name_gender_rate, occupation_stem, quality_rate
+from benchmarks.quality import biography_check, name_fits_gender, name_gender_rate, occupation_stem, quality_rate
 
 
 def rec(text, first="Emily", last="Stone", occupation="teacher"):

@@ -251,17 +251,18 @@ def test_inline_template_rendering_and_value_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("none", "none"), ("default", "default"), ("smollm2-135m-biography", "smollm2-135m-biography"),
+    ("none", "none"), ("default", "default"), ("smollm2-135m-biography", "{shipped}/smollm2-135m-biography"),
     ("adapters/mine", "{dir}/adapters/mine"), ("../out/a", "{dir}/../out/a"), ("{abs}", "{abs}"),
 ])
 def test_recipe_adapter_paths_are_relative_to_the_recipe(tmp_path, value, expected):
+    from synthgen.adapters import SHIPPED_DIR
+
     path = write_recipe(tmp_path, recipe_with(NAME, f"adapter: {value.format(abs=tmp_path / 'abs')}\n"))
-    for where in ("adapters/mine", "../out/a"):
-        (path.parent / where).mkdir(parents=True, exist_ok=True)
-        (path.parent / where / "adapter_config.json").write_text("{}")
-    (tmp_path / "abs").mkdir()
-    (tmp_path / "abs" / "adapter_config.json").write_text("{}")
-    assert load_recipe(path).adapter == expected.format(dir=path.parent, abs=tmp_path / "abs")
+    for where in (path.parent / "adapters/mine", path.parent / "../out/a", tmp_path / "abs"):
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "adapter_config.json").write_text("{}")
+        (where / "adapter_model.safetensors").write_bytes(b"")
+    assert load_recipe(path).adapter == expected.format(dir=path.parent, abs=tmp_path / "abs", shipped=SHIPPED_DIR)
 
 
 @pytest.mark.parametrize("value", ["no-such-adapter", "adapters/missing"])
@@ -272,11 +273,10 @@ def test_recipe_adapter_that_does_not_exist_names_file_and_key(tmp_path, value):
 
 
 def test_shipped_biography_recipe_uses_its_tuned_adapter():
-    from synthgen.engine import resolve_adapter
-    from synthgen.models import SHIPPED_ADAPTERS
+    from synthgen.adapters import SHIPPED_DIR, resolve_adapter
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/biography.yaml")
-    assert resolve_adapter(recipe.model, recipe.adapter) == SHIPPED_ADAPTERS / "smollm2-135m-biography"
+    assert resolve_adapter(recipe.adapter, model=recipe.model) == SHIPPED_DIR / "smollm2-135m-biography"
 
 
 def test_with_overrides(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from synthgen.errors import ConfigError
-from synthgen.tasks import Task, load_tasks, save_tasks
+from synthgen.training.tasks import Task, load_tasks, save_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data"

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from synthgen.engine import TransformersEngine, naive_option_logprobs
+from synthgen.engines.scoring import naive_option_logprobs
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import ConfigError
-from synthgen.tasks import Task, save_tasks
-from synthgen.train import LoraOptions, TrainConfig, load_config, lora_model, task_loss, train
+from synthgen.training.tasks import Task, save_tasks
+from synthgen.training.loop import LoraOptions, TrainConfig, load_config, lora_model, task_loss, train
 
 TASKS = [
     Task(id="n", family="numbers", prompt="Pick a number between 1 and 10.",
@@ -136,7 +137,7 @@ def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
     (0.5, 0.0, 30, 0.02, True), (0.7, 0.0, 30, 0.02, False),  # one-answer tasks: <= slack nats per task
 ])
 def test_family_stop_rule(loss, optimum, n, slack, done):
-    from synthgen.train import family_done
+    from synthgen.training.loop import family_done
 
     assert family_done(loss, optimum, n, slack) is done
 
@@ -183,7 +184,7 @@ def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
     path = write_config(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        from synthgen.train import config_tasks
+        from synthgen.training.loop import config_tasks
 
         config_tasks(load_config(path))
     assert str(path) in str(err.value) or "recipe file not found" in str(err.value)
@@ -193,7 +194,7 @@ def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
 def test_target_subsampling_is_an_unbiased_estimate():
     import random
 
-    from synthgen.train import subsample
+    from synthgen.training.loop import subsample
 
     values = torch.arange(1.0, 21.0)  # stand-in per-target log-probs
     weights = torch.linspace(1.0, 2.0, 20)
@@ -212,7 +213,7 @@ def test_target_subsampling_is_an_unbiased_estimate():
 
 
 def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(tiny_model_dir, suite, tmp_path):
-    from synthgen.preserve import anchor_kl, build_anchors
+    from synthgen.training.preserve import anchor_kl, build_anchors
 
     prompts = tmp_path / "preserve.txt"
     prompts.write_text("# ordinary prompts\nTell me about the sea.\n\nWhat is a cat?\n", encoding="utf-8")
@@ -245,7 +246,7 @@ def test_preserve_keeps_the_adapter_close_to_the_base_model_on_ordinary_prompts(
 
 
 def test_anchors_decoded_in_batches_match_one_at_a_time(tiny_model_dir):
-    from synthgen.preserve import anchor_kl, build_anchors
+    from synthgen.training.preserve import anchor_kl, build_anchors
 
     engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
     prompts = ["Tell me about the sea.", "What is a cat?", "Hi.", "Write a long sentence about a red fox."]
@@ -364,8 +365,8 @@ def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_s
 
 
 def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp_path):
-    from synthgen.tasks import load_tasks
-    from synthgen.train import balanced
+    from synthgen.training.tasks import load_tasks
+    from synthgen.training.loop import balanced
 
     three = FOUR_TASKS[:2] + [Task(id="n2", family="numbers", prompt="Choose a number from 1 to 10.",
                                    targets=tuple(str(i) for i in range(1, 11)))]
@@ -386,7 +387,7 @@ def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp
                          ids=lambda p: p.name)
 def test_shipped_training_configs_load(path):
     # every committed training config parses, validates and builds its tasks
-    from synthgen.train import config_tasks
+    from synthgen.training.loop import config_tasks
 
     config = load_config(path)
     assert config_tasks(config)

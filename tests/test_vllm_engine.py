@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import synthgen.engine as engine_mod
-from synthgen.engine import TransformersEngine, create_engine
+import synthgen.engines as engine_mod
+from synthgen.engines import create_engine
+from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import MissingDependencyError, SynthgenError
 
 OPTIONS = ["1", "10", "100", "2", "Emma", "marine biologist", "Paris, France", "7"]
@@ -159,7 +160,7 @@ class LLM:
 
 @pytest.fixture
 def vllm_module(monkeypatch):
-    """``synthgen.vllm_engine`` imported against the fake ``vllm`` package."""
+    """``synthgen.engines.vllm`` imported against the fake ``vllm`` package."""
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = LLM, SamplingParams
     lora = types.ModuleType("vllm.lora")
@@ -168,12 +169,11 @@ def vllm_module(monkeypatch):
     fake.lora, lora.request = lora, request
     for name, module in [("vllm", fake), ("vllm.lora", lora), ("vllm.lora.request", request)]:
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "synthgen.vllm_engine", raising=False)
-    monkeypatch.setattr(engine_mod, "ENGINES", dict(engine_mod.ENGINES))
-    engine_mod.ENGINES.pop("vllm", None)
-    module = importlib.import_module("synthgen.vllm_engine")
+    monkeypatch.delitem(sys.modules, "synthgen.engines.vllm", raising=False)
+    monkeypatch.setattr(engine_mod, "_FACTORIES", {k: v for k, v in engine_mod._FACTORIES.items() if k != "vllm"})
+    module = importlib.import_module("synthgen.engines.vllm")
     yield module
-    sys.modules.pop("synthgen.vllm_engine", None)
+    sys.modules.pop("synthgen.engines.vllm", None)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory):
     """A rank-4 LoRA adapter for the tiny chat model, with B moved away from zero."""
     from transformers import AutoModelForCausalLM
 
-    from synthgen.train import LoraOptions, lora_model
+    from synthgen.training.loop import LoraOptions, lora_model
 
     torch.manual_seed(1)
     model = lora_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraOptions(rank=4, alpha=8))
@@ -197,8 +197,8 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory):
 # ------------------------------------------------------------------ tests
 def test_create_engine_without_vllm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ModuleNotFoundError(name="vllm")
-    monkeypatch.delitem(sys.modules, "synthgen.vllm_engine", raising=False)
-    monkeypatch.setattr(engine_mod, "ENGINES", {k: v for k, v in engine_mod.ENGINES.items() if k != "vllm"})
+    monkeypatch.delitem(sys.modules, "synthgen.engines.vllm", raising=False)
+    monkeypatch.setattr(engine_mod, "_FACTORIES", {k: v for k, v in engine_mod._FACTORIES.items() if k != "vllm"})
     with pytest.raises(MissingDependencyError, match=r"vllm is not installed.*pip install 'synthgen\[vllm\]'"):
         create_engine("vllm", model="unused")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from synthgen.tasks import Task, load_tasks, save_tasks
+from synthgen.training.tasks import Task, load_tasks, save_tasks
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data"

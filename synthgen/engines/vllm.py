@@ -1,4 +1,4 @@
-"""vLLM engine: the :class:`~synthgen.engine.Engine` interface on ``vllm.LLM`` (GPU).
+"""vLLM engine: the :class:`~synthgen.engines.base.Engine` interface on ``vllm.LLM`` (GPU).
 
 * ``generate``: one request per prompt, with its own ``SamplingParams`` (``n``,
   ``temperature``, ``top_p``, ``min_p``, ``stop``, ``max_tokens``, ``seed``) and
@@ -9,16 +9,15 @@
   is the sum of the prompt log-probs over the option's span, end-of-turn
   token included.
 
-Prompts are formatted and tokenised by the same code as the transformers engine
-(the methods are shared, see :class:`VLLMEngine`), so both engines see the same
-token ids. vLLM is an optional dependency: this module imports it at the top,
-and :func:`synthgen.engine.create_engine` turns the ImportError into an error
+Prompts are formatted and tokenised by the same :class:`PromptCodec` as the
+transformers engine, so both engines see the same token ids. vLLM is an optional
+dependency: this module imports it at the top, and
+:func:`synthgen.engines.create_engine` turns the ImportError into an error
 naming the ``vllm`` extra.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,8 +26,11 @@ from pathlib import Path
 from vllm import LLM, SamplingParams
 from vllm.lora.request import LoRARequest
 
-from synthgen.engine import Engine, TransformersEngine, cut_at_stop, resolve_adapter
+from synthgen import store
+from synthgen.adapters import resolve_adapter
+from synthgen.engines.base import Engine, PromptCodec, cut_at_stop
 from synthgen.errors import ModelStoreError, SynthgenError
+from synthgen.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,12 @@ def request_seeds(seed: int | Sequence[int] | None, count: int) -> list[int | No
     if isinstance(seed, bool):
         raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
     if isinstance(seed, int):
-        return [_mix(seed, i) for i in range(count)]
+        return [derive_seed(seed, i) for i in range(count)]
     seeds = list(seed)
     if len(seeds) != count:
         raise ValueError(f"got {len(seeds)} seeds for {count} prompts; give one seed per prompt or a single int")
-    return [_mix(int(s)) for s in seeds]
+    return [derive_seed(int(s)) for s in seeds]
 
-
-def _mix(*parts: int) -> int:
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def lora_max_rank(adapter: Path) -> int:
@@ -80,21 +78,11 @@ class VLLMEngine(Engine):
 
     name = "vllm"
 
-    # Prompt formatting and tokenisation are the transformers engine's own
-    # methods: they use only ``self.tokenizer``, ``self.chat`` and ``self.end_id``,
-    # so both engines build the same token ids for a prompt and its options.
-    format_prompt = TransformersEngine.format_prompt
-    encode_prompt = TransformersEngine.encode_prompt
-    encode_options = TransformersEngine.encode_options
-    _end_of_turn_id = TransformersEngine._end_of_turn_id
-
     def __init__(self, llm, tokenizer, *, model_name: str = "", adapter: str | Path | None = None,
                  chat: bool | None = None, lora_id: int = 1):
         self.llm = llm
-        self.tokenizer = tokenizer
+        self.codec = PromptCodec(tokenizer, chat)
         self.model_name = model_name
-        self.chat = bool(tokenizer.chat_template) if chat is None else chat
-        self.end_id = self._end_of_turn_id()
         self.adapter_name = str(adapter) if adapter is not None else None
         self.lora = LoRARequest(LORA_NAME, lora_id, str(adapter)) if adapter is not None else None
 
@@ -177,14 +165,12 @@ def load(model: str | None = None, adapter: str | Path | None = "default", *, dt
     """
     from transformers import AutoTokenizer
 
-    from synthgen import models
-
-    source = models.resolve(model)
-    adapter_path = resolve_adapter(model, adapter)
+    source = store.resolve(model)
+    adapter_path = resolve_adapter(adapter, model=model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        name = model or models.DEFAULT_MODEL
+        name = model or store.DEFAULT_MODEL
         raise ModelStoreError(f"could not load the tokenizer of {name!r} from {source}: {err}") from err
     if not isinstance(dtype, str):  # a torch.dtype, as the transformers engine takes
         dtype = str(dtype).removeprefix("torch.")
@@ -197,4 +183,4 @@ def load(model: str | None = None, adapter: str | Path | None = "default", *, dt
     kwargs.update(llm_kwargs)
     log.info("starting vLLM on %s (adapter: %s)", source, adapter_path or "none")
     llm = LLM(**kwargs)
-    return VLLMEngine(llm, tokenizer, model_name=str(model or models.DEFAULT_MODEL), adapter=adapter_path, chat=chat)
+    return VLLMEngine(llm, tokenizer, model_name=str(model or store.DEFAULT_MODEL), adapter=adapter_path, chat=chat)

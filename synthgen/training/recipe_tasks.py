@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthgen.recipe import FieldSpec, Recipe
-from synthgen.tasks import Task
+from synthgen.training.tasks import Task
 
 log = logging.getLogger(__name__)
 

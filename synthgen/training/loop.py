@@ -3,7 +3,7 @@
 For each task the loss is ``-Σ_y w_y · log p(y + end-of-turn | prompt)``; its
 minimum is the entropy ``H(w)`` of the target weights, reached when the model's
 distribution over complete answers equals ``w``. The prompt is encoded once per
-task and shared by all its targets (:func:`synthgen.engine.option_logprobs`),
+task and shared by all its targets (:func:`synthgen.engines.scoring.option_logprobs`),
 with the gradient flowing through it. One AdamW step per task, tasks shuffled
 every epoch, gradient norm clipped.
 
@@ -43,8 +43,8 @@ import torch
 import yaml
 
 from synthgen.errors import ConfigError, SynthgenError
-from synthgen.preserve import anchor_kl, build_anchors, read_prompts
-from synthgen.tasks import Task, load_tasks, save_tasks
+from synthgen.training.preserve import anchor_kl, build_anchors, read_prompts
+from synthgen.training.tasks import Task, load_tasks, save_tasks
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def config_tasks(config: TrainConfig) -> list[Task]:
     """The tasks a config trains on, after family selection."""
     if config.recipe is not None:
         from synthgen.recipe import load_recipe
-        from synthgen.recipe_tasks import recipe_tasks
+        from synthgen.training.recipe_tasks import recipe_tasks
 
         built = recipe_tasks(load_recipe(config.recipe), config.prompts_per_field, config.seed)
         for name, why in built.skipped.items():
@@ -246,7 +246,7 @@ def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.
     """``-Σ w_y log p(y + end | prompt)`` with the prompt encoded once; with
     ``renormalize``, of ``p`` renormalised over the targets (``Σ w = 1``: the loss
     is then ``H(w) + KL(w ‖ p / Σ p)``)."""
-    from synthgen.engine import option_logprobs
+    from synthgen.engines.scoring import option_logprobs
 
     prompt_ids, options_ids = encoded
     logp = option_logprobs(model, prompt_ids, options_ids, chunk_size)
@@ -347,7 +347,7 @@ def lora_model(base_model, options: LoraOptions):
         raise SynthgenError(f"lora.target_modules: {missing} not found in the model (it has e.g. {sorted(present)[:12]})")
     config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=list(options.target_modules), task_type="CAUSAL_LM")
-    from synthgen.engine import quiet_peft
+    from synthgen.engines.transformers import quiet_peft
 
     with quiet_peft():
         return get_peft_model(base_model, config)
@@ -366,7 +366,7 @@ class TrainResult:
 def train(config: TrainConfig, out_dir: str | Path,
           on_step: Callable[[dict], None] | None = None) -> TrainResult:
     """Train a diffuse LoRA adapter and save it (safetensors) with ``training.json``."""
-    from synthgen.engine import TransformersEngine
+    from synthgen.engines.transformers import TransformersEngine
 
     unique_tasks = config_tasks(config)
     tasks = balanced(unique_tasks) if config.balance_families else unique_tasks
@@ -386,9 +386,10 @@ def train(config: TrainConfig, out_dir: str | Path,
     if config.init_adapter is not None:
         from peft import PeftModel
 
-        from synthgen.engine import quiet_peft, resolve_adapter
+        from synthgen.adapters import resolve_adapter
+        from synthgen.engines.transformers import quiet_peft
 
-        start_from = resolve_adapter(model_name, config.init_adapter)
+        start_from = resolve_adapter(config.init_adapter, model=model_name)
         if start_from is None:
             raise ConfigError(config.source, "init_adapter", f"model {engine.model_name} has no shipped adapter")
         with quiet_peft():

@@ -1,0 +1,217 @@
+"""The local engine: transformers (+ peft) on CPU or GPU.
+
+``score`` encodes the prompt once and runs the options as short continuations
+on its KV cache (:func:`synthgen.engines.scoring.option_logprobs`);
+``generate`` is a decoding loop in which every row draws from its own seeded
+generator, so a prompt's samples do not depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from synthgen import store
+from synthgen.adapters import resolve_adapter
+from synthgen.engines.base import Engine, PromptCodec, cut_at_stop
+from synthgen.engines.scoring import option_logprobs
+from synthgen.errors import ModelStoreError
+from synthgen.seeding import derive_seed, prompt_seeds
+
+log = logging.getLogger(__name__)
+
+
+class TransformersEngine(Engine):
+    """Local engine: transformers (+ peft) on CPU or GPU."""
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, *, model_name: str = "", adapter_name: str | None = None,
+                 chat: bool | None = None, batch_size: int = 32, score_chunk: int = 256):
+        self.model = model.eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.codec = PromptCodec(tokenizer, chat)
+        self.model_name = model_name
+        self.adapter_name = adapter_name
+        self.batch_size = batch_size
+        self.score_chunk = score_chunk
+
+    # -- loading
+    @classmethod
+    def load(cls, model: str | None = None, adapter: str | Path | None = "default", *,
+             device: str | None = None, dtype: torch.dtype = torch.float32, **kwargs) -> TransformersEngine:
+        """Load a model by registered name / directory / .gguf / hub id, plus an adapter.
+
+        ``adapter``: ``"default"`` = the shipped diffuse adapter of that model if
+        there is one; ``"none"`` or None = the base model alone; else a directory.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = store.resolve(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except (OSError, ValueError) as err:
+            raise ModelStoreError(f"could not load model {model or store.DEFAULT_MODEL!r} from {source}: {err}") from err
+        adapter_path = resolve_adapter(adapter, model=model)
+        if adapter_path is not None:
+            hf_model = attach_adapter(hf_model, adapter_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        hf_model.to(device)
+        tokenizer.padding_side = "left"
+        return cls(hf_model, tokenizer, model_name=str(model or store.DEFAULT_MODEL),
+                   adapter_name=str(adapter_path) if adapter_path else None, **kwargs)
+
+    # -- scoring
+    def adapter_scope(self, use_adapter: bool):
+        """A context in which the adapter is on (default) or switched off."""
+        if use_adapter or not hasattr(self.model, "disable_adapter"):
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
+    @torch.inference_mode()
+    def score(self, prompt: str, options: Sequence[str], use_adapter: bool = True) -> list[float]:
+        if not options:
+            return []
+        text = self.format_prompt(prompt)
+        prompt_ids = self.encode_prompt(prompt)
+        options_ids = self.encode_options(text, prompt_ids, options)
+        with self.adapter_scope(use_adapter):
+            values = option_logprobs(self.model, prompt_ids, options_ids, self.score_chunk,
+                                     self.tokenizer.pad_token_id)
+        return values.tolist()
+
+    # -- sampling
+    @torch.inference_mode()
+    def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64, stop=None, seed=None,
+                 min_p=None, use_adapter=True) -> list[list[str]]:
+        """Sample ``n`` completions per prompt with a decoding loop over the KV cache.
+
+        Every row (prompt ``i``, sample ``j``) draws its tokens from its own
+        ``torch.Generator`` seeded from ``(seed_i, j)``, so a prompt's samples
+        depend only on its own seed, not on the other prompts of the batch
+        (up to the ~1e-6 float differences left padding can cause). ``seed``:
+        one int per prompt, or one int for the call (prompt ``i`` then gets a
+        seed derived from ``(seed, i)``), or None (derived from torch's global RNG).
+        """
+        prompts = list(prompts)
+        seeds = prompt_seeds(seed, len(prompts))
+        row_seeds = [derive_seed(s, j) for s in seeds for j in range(n)]
+        texts = [self.format_prompt(p) for p in prompts for _ in range(n)]
+        outputs: list[str] = []
+        with self.adapter_scope(use_adapter):
+            for start in range(0, len(texts), self.batch_size):
+                end = start + self.batch_size
+                outputs.extend(self._sample_batch(texts[start:end], row_seeds[start:end], temperature, top_p,
+                                                  min_p, max_new_tokens, stop))
+        outputs = [cut_at_stop(o, stop) for o in outputs]
+        return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _sample_batch(self, texts, seeds, temperature, top_p, min_p, max_new_tokens, stop) -> list[str]:
+        """Decode one left-padded batch; row ``r`` samples with a generator seeded by ``seeds[r]``."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        device = self.model.device
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        rows = ids.shape[0]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        new = torch.full((rows, max(max_new_tokens, 0)), tok.pad_token_id, dtype=torch.long)
+        lengths = torch.zeros(rows, dtype=torch.long)
+        done = torch.zeros(rows, dtype=torch.bool)
+        position = positions[:, -1:]
+        cache = out.cache
+        # rows still decoding, in the order of the batch the model sees: a finished
+        # row leaves the batch (its KV cache rows are dropped), so a batch costs
+        # what its rows need, not max length x rows
+        alive = list(range(rows))
+        for step in range(max_new_tokens):
+            picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
+                                  temperature, top_p, min_p)
+            for r, t in zip(alive, picked):
+                if t == self.end_id:
+                    done[r] = True
+                    continue
+                new[r, step] = t
+                lengths[r] = step + 1
+                if stop:
+                    text = tok.decode(new[r, : step + 1], skip_special_tokens=True)
+                    done[r] = any(s in text for s in stop)
+            if done.all() or step == max_new_tokens - 1:
+                break
+            keep = [i for i, r in enumerate(alive) if not done[r]]
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, dtype=torch.long, device=device)
+                _select_cache_rows(cache, index)
+                mask, position = mask[index], position[index]
+                alive = [alive[i] for i in keep]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=device)], dim=1)
+            position = position + 1
+            out = self.model(input_ids=new[alive, step : step + 1].to(device), attention_mask=mask,
+                             position_ids=position, cache=cache, use_cache=True)
+            cache = out.cache
+        return [tok.decode(new[r, : lengths[r]], skip_special_tokens=True) for r in range(rows)]
+
+
+def _select_cache_rows(cache, index: torch.Tensor) -> None:
+    """Keep only the batch rows ``index`` of a KV cache, in place."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(index)
+    else:  # caches without it (older or custom) still support beam reordering
+        cache.reorder_cache(index)
+
+
+
+def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float,
+                 top_p: float, min_p: float | None) -> list[int]:
+    """The next token of each row of ``logits`` (one generator per row): greedy at temperature 0,
+    else sampled after temperature, min-p and top-p filtering by inverse CDF with one uniform
+    from the row's generator."""
+    if not generators:
+        return []
+    if temperature <= 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if min_p:
+        probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # the mass before a token already reaches top_p
+        probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
+    cdf = probs.double().cumsum(-1)
+    uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    vocab = torch.arange(probs.shape[-1])
+    last_kept = torch.where(probs > 0, vocab, 0).max(-1).values  # guards u * total rounding up to total
+    return torch.minimum(picked, last_kept).tolist()
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Hide the FutureWarning peft triggers in transformers 5 when it wraps a model
+    (it reads the deprecated ``is_gradient_checkpointing``): noise users cannot act
+    on, printed by every command that loads an adapter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def attach_adapter(model, path: Path):
+    from peft import PeftModel
+
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+def load(model: str | None = None, adapter: str | Path | None = "default", **kwargs) -> TransformersEngine:
+    """The engine registry's factory: :meth:`TransformersEngine.load`."""
+    return TransformersEngine.load(model, adapter, **kwargs)

@@ -1,0 +1,1 @@
+"""Diffuse training: task files, the training loop, preservation anchors and the audit."""

@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from synthgen.engines.transformers import TransformersEngine
     from benchmarks.quality import name_gender_rate, quality_rate
+    from synthgen.engines.transformers import TransformersEngine
     from synthgen.recipe import load_recipe
 
     command = "python benchmarks/biography_diversity.py " + shlex.join(sys.argv[1:] if argv is None else argv)

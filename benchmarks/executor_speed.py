@@ -93,8 +93,7 @@ def main() -> None:
         tmp = Path(tmp)
         recipe_path, model = Path(args.recipe), args.model
         if args.tiny:
-            sys.path.insert(0, str(ROOT))
-            from tests.tiny import build_tiny_model
+            from synthgen.testing import build_tiny_model
 
             model = str(build_tiny_model(tmp / "tiny-model"))
             recipe_path = tmp / "people.yaml"
@@ -129,7 +128,7 @@ def main() -> None:
             "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
             "command": (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else "")
                        + "python benchmarks/executor_speed.py " + " ".join(sys.argv[1:]),
-            "model": "tiny random llama (tests/tiny.py)" if args.tiny else spec.model_name,
+            "model": "tiny random llama (synthgen/testing.py)" if args.tiny else spec.model_name,
             "adapter": spec.adapter,
             "recipe": recipe.name,
             "n": args.n,

@@ -13,7 +13,7 @@ What it does, all in one process, writing ``--out`` (JSON) after every stage:
 1. **Model.** ``--model`` (a registered name or a Hugging Face directory), or by
    default a llama with the default model's shapes (SmolLM2-135M: 30 layers,
    hidden 576, 9 heads of 64, 3 KV heads) and random weights, with the test
-   suite's tokenizer and chat template (``tests/tiny.py``), built in a
+   suite's tokenizer and chat template (``synthgen/testing.py``), built in a
    temporary directory: nothing is downloaded, so it runs offline. The shipped
    SmolLM2 adapter fits those shapes, so the LoRA path runs too.
 2. **Score agreement** on the first ``--tasks`` tasks of
@@ -91,8 +91,7 @@ def build_random_model(path: Path, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    sys.path.insert(0, str(ROOT))
-    from tests.tiny import build_tokenizer  # the test suite's tokenizer (BPE + ChatML template)
+    from synthgen.testing import build_tokenizer  # the test suite's tokenizer (BPE + ChatML template)
 
     tokenizer = build_tokenizer(chat_template=True)
     torch.manual_seed(seed)
@@ -100,7 +99,7 @@ def build_random_model(path: Path, seed: int = 0) -> Path:
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **DEFAULT_SHAPES)
     model = LlamaForCausalLM(config)
-    with torch.no_grad():  # peaked, prompt-dependent distributions (as tests/tiny.py does)
+    with torch.no_grad():  # peaked, prompt-dependent distributions (as synthgen/testing.py does)
         model.model.embed_tokens.weight.normal_(0.0, 0.15)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -26,10 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from synthgen.training.audit import audit, summarize
 from synthgen.engines.transformers import TransformersEngine
-from synthgen.training.tasks import load_tasks
+from synthgen.training.audit import audit, summarize
 from synthgen.training.loop import load_config, train
+from synthgen.training.tasks import load_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -133,9 +133,9 @@ def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, sa
     """Measure how diffuse a model is on a task file (or on a recipe's fields)."""
     from tqdm import tqdm
 
-    from synthgen.training import audit as auditing
     from synthgen.adapters import resolve_adapter
     from synthgen.engines.transformers import TransformersEngine
+    from synthgen.training import audit as auditing
     from synthgen.training.tasks import load_tasks
 
     if (tasks_file is None) == (recipe is None):

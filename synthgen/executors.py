@@ -45,8 +45,8 @@ from synthgen.generate import (
     read_shard,
     write_shard,
 )
-from synthgen.recipe import RayOptions, Recipe
 from synthgen.io import atomic_write
+from synthgen.recipe import RayOptions, Recipe
 
 if TYPE_CHECKING:
     from synthgen.engines.base import Engine

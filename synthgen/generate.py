@@ -6,7 +6,7 @@ dependency order, each prompt rendered from the record so far.
 
 * ``choice`` / ``integer``: the engine scores every option after the prompt and
   a value is drawn exactly from the renormalised distribution, so no invalid
-  value can appear (integer ranges wider than ``MAX_SCORED_RANGE`` are sampled
+  value can appear (integer ranges wider than ``MAX_CLOSED_VALUES`` are sampled
   as text and validated instead);
 * ``text``: sampled, validated (non-empty, length, pattern), retried; records
   that still fail are dropped and counted;
@@ -41,8 +41,9 @@ import polars as pl
 
 from synthgen.dedup import dedup
 from synthgen.errors import SynthgenError
+from synthgen.io import atomic_write
+from synthgen.provenance import adapter_digest
 from synthgen.recipe import FieldSpec, Recipe
-from synthgen.io import atomic_write, sha256_file
 from synthgen.report import FieldInfo, build_report, write_report
 from synthgen.seeding import attempt_seed, record_rng
 
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
     from synthgen.engines.base import Engine
 
 log = logging.getLogger(__name__)
-
-MAX_SCORED_RANGE = 2000
-
 
 @dataclass
 class FieldStats:
@@ -110,8 +108,8 @@ class FieldFiller:
             for rec, index in zip(records, indices):
                 rec[spec.name] = spec.draw(record_rng(seed, index, spec.name))
             return [True] * len(records), [1] * len(records)
-        if spec.kind == "choice" or (spec.kind == "integer" and spec.max - spec.min < MAX_SCORED_RANGE):
-            options = spec.options if spec.kind == "choice" else tuple(str(v) for v in range(spec.min, spec.max + 1))
+        options = spec.closed_values
+        if options is not None:
             for rec, index in zip(records, indices):
                 probs = self.distribution(spec, spec.template.render(rec), options)
                 value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
@@ -187,13 +185,6 @@ def run_fingerprint(recipe: Recipe, n: int, engine, executor: str = "local") -> 
     }
 
 
-def adapter_digest(adapter: str | None) -> str | None:
-    """sha256 of the adapter weights, so a resume never mixes two versions of an adapter."""
-    weights = Path(adapter) / "adapter_model.safetensors" if adapter else None
-    if weights is None or not weights.is_file():
-        return None
-    return sha256_file(weights)
-
 
 def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
     shards = out_dir / "shards"
@@ -249,7 +240,7 @@ def field_infos(recipe: Recipe) -> list[FieldInfo]:
     for name in recipe.order:
         spec = recipe.fields[name]
         options, weights = spec.options, spec.weights
-        if spec.kind == "integer" or (spec.kind == "sample" and not spec.options):
+        if spec.is_integer:
             options, weights = tuple(str(v) for v in range(spec.min, spec.max + 1)), None
         infos.append(FieldInfo(name=name, kind=spec.kind, options=options, weights=weights))
     return infos
@@ -291,8 +282,7 @@ class RunOutput:
 
 def field_dtype(spec: FieldSpec) -> pl.DataType:
     """The column type of a field's values (the same for every executor)."""
-    ranged = spec.kind == "integer" or (spec.kind == "sample" and not spec.options)
-    return pl.Int64() if ranged else pl.String()
+    return pl.Int64() if spec.is_integer else pl.String()
 
 
 def records_frame(recipe: Recipe, records: list[dict]) -> pl.DataFrame:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from synthgen._validate import check_keys, number, one_of, show, string
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
 from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
@@ -40,6 +40,8 @@ FIELD_KEYS = {
     "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING),
     "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
 }
+# the widest integer range the model picks from as a closed set (wider ranges are sampled as text)
+MAX_CLOSED_VALUES = 2000
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -76,10 +78,26 @@ class FieldSpec:
 
     @property
     def known_values(self) -> tuple[str, ...] | range | None:
-        """The closed set of valid values (options or the integer range); None for text."""
+        """The set of valid values (options or the integer range, however wide); None for text."""
         if self.options is not None or self.min is None:
             return self.options
         return range(self.min, self.max + 1)
+
+    @property
+    def closed_values(self) -> tuple[str, ...] | None:
+        """The valid values as strings when the model picks among them (a choice field, or an
+        integer range of at most ``MAX_CLOSED_VALUES`` values): scored, sampled exactly and
+        trainable. None for text, sample fields and wider ranges (sampled as text and validated)."""
+        if self.kind == "choice":
+            return self.options
+        if self.kind == "integer" and self.max - self.min < MAX_CLOSED_VALUES:
+            return tuple(str(v) for v in range(self.min, self.max + 1))
+        return None
+
+    @property
+    def is_integer(self) -> bool:
+        """Whether the field's values are integers (an integer field or a sample field's range)."""
+        return self.kind == "integer" or (self.kind == "sample" and not self.options)
 
     def draw(self, rng) -> str | int:
         """One value from the recipe's own distribution, with a numpy Generator: an option by
@@ -143,15 +161,15 @@ class Recipe:
         given = {"count": count, "seed": seed, "model": model, "adapter": adapter, "engine": engine,
                  "executor": executor}
         changes = {k: v for k, v in given.items() if v is not None}
-        _num(self.path, "count (override)", changes.get("count", 1), low=1)
-        _num(self.path, "seed (override)", changes.get("seed", 0), low=0)
+        number(self.path, "count (override)", changes.get("count", 1), low=1)
+        number(self.path, "seed (override)", changes.get("seed", 0), low=0)
         if engine is not None:
             _engine(self.path, "engine (override)", engine)
         if executor is not None:
             _executor(self.path, "executor (override)", executor)
         if concurrency is not None:
             changes["ray"] = dataclasses.replace(
-                self.ray, concurrency=_num(self.path, "ray.concurrency (override)", concurrency, low=1))
+                self.ray, concurrency=number(self.path, "ray.concurrency (override)", concurrency, low=1))
         return dataclasses.replace(self, **changes)
 
 
@@ -187,14 +205,14 @@ def load_recipe(path: str | Path) -> Recipe:
     except yaml.YAMLError as exc:
         raise ConfigError(src, None, f"YAML error: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(src, None, f"expected a mapping of recipe keys, got {_show(data)}")
-    _check_keys(src, None, data, TOP_KEYS, "a recipe")
+        raise ConfigError(src, None, f"expected a mapping of recipe keys, got {show(data)}")
+    check_keys(src, None, data, TOP_KEYS, "a recipe")
     if "name" not in data:
         raise ConfigError(src, "name", "missing required key (the recipe's name)")
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, dict) or not raw_fields:
         raise ConfigError(src, "fields", "expected a non-empty mapping of field name to field "
-                                         f"spec, got {_show(raw_fields)}")
+                                         f"spec, got {show(raw_fields)}")
     fields = {name: _field(src, name, raw) for name, raw in raw_fields.items()}
     order = _topological_order(src, fields)
     placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
@@ -203,16 +221,16 @@ def load_recipe(path: str | Path) -> Recipe:
     text_fields = tuple(n for n, f in fields.items() if f.kind == "text")
     non_text = tuple(n for n in fields if n not in text_fields)
     return Recipe(
-        name=_str(src, "name", data["name"]), path=src, fields=fields, order=order,
-        description=_str(src, "description", data.get("description", "")),
-        model=_str(src, "model", data.get("model"), optional=True),
+        name=string(src, "name", data["name"]), path=src, fields=fields, order=order,
+        description=string(src, "description", data.get("description", "")),
+        model=string(src, "model", data.get("model"), optional=True),
         adapter=_adapter(src, data.get("adapter")),
         engine=_engine(src, "engine", data.get("engine", "transformers")),
         executor=_executor(src, "executor", data.get("executor", "local")),
         ray=_ray_options(src, data.get("ray", {})),
-        seed=_num(src, "seed", data.get("seed", 0), low=0),
-        count=_num(src, "count", data.get("count", 100), low=1),
-        batch_size=_num(src, "batch_size", data.get("batch_size", 32), low=1),
+        seed=number(src, "seed", data.get("seed", 0), low=0),
+        count=number(src, "count", data.get("count", 100), low=1),
+        batch_size=number(src, "batch_size", data.get("batch_size", 32), low=1),
         dedup_keys=_names(src, "dedup_keys", data.get("dedup_keys", non_text), fields),
         near_dup_fields=_names(src, "near_dup_fields", data.get("near_dup_fields", text_fields),
                                {n: fields[n] for n in text_fields}, "text field"),
@@ -226,25 +244,25 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
         raise ConfigError(src, key, "a field name must be an identifier (letters, digits, _) and "
                                     f"not a Jinja name ({', '.join(sorted(RESERVED_NAMES))})")
     if not isinstance(raw, dict):
-        raise ConfigError(src, key, f"expected a mapping with at least 'kind', got {_show(raw)}")
+        raise ConfigError(src, key, f"expected a mapping with at least 'kind', got {show(raw)}")
     kind = raw.get("kind")
     if kind not in KINDS:
         what = "missing 'kind'" if kind is None else f"unknown kind {kind!r}"
         raise ConfigError(src, f"{key}.kind", f"{what}; expected one of: {', '.join(KINDS)}")
-    _check_keys(src, key, raw, FIELD_KEYS[kind], f"a {kind} field")
+    check_keys(src, key, raw, FIELD_KEYS[kind], f"a {kind} field")
     get = raw.get
     spec: dict = {"name": name, "kind": kind,
-                  "description": _str(src, f"{key}.description", get("description", ""))}
+                  "description": string(src, f"{key}.description", get("description", ""))}
     if kind != "sample":
         spec["template"] = _template(src, key, raw)
         spec["depends_on"] = spec["template"].variables
         for k, default, kw in (("max_tokens", 128 if kind == "text" else 8, {"low": 1}),
                                ("retries", 3, {"low": 0}), ("temperature", 1.0, {"kind": float, "low": 0}),
                                ("top_p", 1.0, {"kind": float, "low": 0, "high": 1, "open_low": True})):
-            spec[k] = _num(src, f"{key}.{k}", get(k, default), **kw)
+            spec[k] = number(src, f"{key}.{k}", get(k, default), **kw)
         use_adapter = get("use_adapter", kind != "text")
         if not isinstance(use_adapter, bool):
-            raise ConfigError(src, f"{key}.use_adapter", f"expected true or false, got {_show(use_adapter)}")
+            raise ConfigError(src, f"{key}.use_adapter", f"expected true or false, got {show(use_adapter)}")
         spec["use_adapter"] = use_adapter
     has_options = "options" in raw or "options_file" in raw
     has_range = "min" in raw or "max" in raw
@@ -261,17 +279,17 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
         for bound in ("min", "max"):
             if bound not in raw:
                 raise ConfigError(src, f"{key}.{bound}", f"missing required key (an integer {bound})")
-            spec[bound] = _num(src, f"{key}.{bound}", raw[bound])
+            spec[bound] = number(src, f"{key}.{bound}", raw[bound])
         if spec["min"] > spec["max"]:
             raise ConfigError(src, f"{key}.max", f"max ({spec['max']}) must be >= min ({spec['min']})")
     if kind == "text":
         stop = [get("stop")] if isinstance(get("stop"), str) else get("stop", [])
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
             raise ConfigError(src, f"{key}.stop", f"expected a string or a list of non-empty strings, "
-                                                  f"got {_show(get('stop'))}")
+                                                  f"got {show(get('stop'))}")
         spec["stop"] = tuple(stop)
-        spec["min_chars"] = _num(src, f"{key}.min_chars", get("min_chars", 1), low=0)
-        pattern = _str(src, f"{key}.pattern", get("pattern"), optional=True)
+        spec["min_chars"] = number(src, f"{key}.min_chars", get("min_chars", 1), low=0)
+        pattern = string(src, f"{key}.pattern", get("pattern"), optional=True)
         try:
             spec["pattern"] = None if pattern is None else re.compile(pattern)
         except re.error as exc:
@@ -286,7 +304,7 @@ def _template(src: Path, key: str, raw: dict) -> PromptTemplate:
                           + ": give exactly one of 'template' (a file, relative to the recipe or "
                           "to templates/) or 'template_inline' (the template text)")
     tkey = f"{key}.{given[0]}"
-    value = _str(src, tkey, raw[given[0]])
+    value = string(src, tkey, raw[given[0]])
     if given[0] == "template_inline":
         return compile_template(value, str(src), tkey)
     return load_template_file(value, [src.parent, src.parent.parent / "templates"], str(src), tkey)
@@ -299,15 +317,15 @@ def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[flo
     weights, okey = None, f"{key}.options"
     if "options" in raw:
         if not isinstance(raw["options"], list):
-            raise ConfigError(src, okey, f"expected a list of options, got {_show(raw['options'])}")
+            raise ConfigError(src, okey, f"expected a list of options, got {show(raw['options'])}")
         options = [str(item).strip() for item in raw["options"]]
         for i, item in enumerate(raw["options"]):
             if isinstance(item, bool) or not isinstance(item, (str, int, float)) or not options[i]:
                 hint = " (quote it: YAML reads yes/no/true/false as booleans)" * isinstance(item, bool)
-                raise ConfigError(src, f"{okey}[{i}]", f"expected a non-empty string, got {_show(item)}{hint}")
+                raise ConfigError(src, f"{okey}[{i}]", f"expected a non-empty string, got {show(item)}{hint}")
     else:
         okey = f"{key}.options_file"
-        options, weights = _read_options_file(src, okey, _str(src, okey, raw["options_file"]))
+        options, weights = _read_options_file(src, okey, string(src, okey, raw["options_file"]))
     if not options:
         raise ConfigError(src, okey, "empty options: expected at least one option")
     duplicates = sorted(o for o, n in Counter(options).items() if n > 1)
@@ -319,13 +337,13 @@ def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[flo
             raise ConfigError(src, f"{key}.weights", "the options file already gives weights")
         weights, wkey = raw["weights"], f"{key}.weights"
         if not isinstance(weights, list) or len(weights) != len(options):
-            got = len(weights) if isinstance(weights, list) else _show(weights)
+            got = len(weights) if isinstance(weights, list) else show(weights)
             raise ConfigError(src, wkey, f"expected a list of {len(options)} weights "
                                          f"(one per option), got {got}")
     if weights is None:
         return tuple(options), None
     for i, w in enumerate(weights):
-        _num(src, f"{wkey}[{i}]", w, float, low=0)
+        number(src, f"{wkey}[{i}]", w, float, low=0)
     if sum(weights) <= 0:
         raise ConfigError(src, wkey, "weights must sum to more than 0")
     return tuple(options), tuple(float(w) / sum(weights) for w in weights)
@@ -388,7 +406,7 @@ def _topological_order(src: Path, fields: dict[str, FieldSpec]) -> tuple[str, ..
 
 def _names(src: Path, key: str, value: object, known: dict, what: str = "field") -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(src, key, f"expected a list of field names, got {_show(value)}")
+        raise ConfigError(src, key, f"expected a list of field names, got {show(value)}")
     for i, name in enumerate(value):
         if name not in known or name in value[:i]:
             problem = f"'{name}' is listed twice" if name in known else f"unknown {what} '{name}'"
@@ -399,14 +417,14 @@ def _names(src: Path, key: str, value: object, known: dict, what: str = "field")
 
 def _output(src: Path, value: object, fields: dict) -> dict:
     if not isinstance(value, dict):
-        raise ConfigError(src, "output", f"expected a mapping, got {_show(value)}")
-    _check_keys(src, "output", value, ("messages",), "output")
+        raise ConfigError(src, "output", f"expected a mapping, got {show(value)}")
+    check_keys(src, "output", value, ("messages",), "output")
     if "messages" not in value:
         return {}
     messages, key = value["messages"], "output.messages"
     if not isinstance(messages, dict):
-        raise ConfigError(src, key, f"expected a mapping of role to field, got {_show(messages)}")
-    _check_keys(src, key, messages, _MESSAGE_ROLES, key)
+        raise ConfigError(src, key, f"expected a mapping of role to field, got {show(messages)}")
+    check_keys(src, key, messages, _MESSAGE_ROLES, key)
     for role in _MESSAGE_ROLES:
         if (role in messages or role != "system") and messages.get(role) not in list(fields):
             raise ConfigError(src, f"{key}.{role}", f"expected a field name (one of: {', '.join(fields)})")
@@ -414,63 +432,32 @@ def _output(src: Path, value: object, fields: dict) -> dict:
 
 
 def _engine(src: Path, key: str, value: object) -> str:
-    known = engine_names()
-    if value not in known:
-        what = repr(value) if isinstance(value, str) else _show(value)
-        raise ConfigError(src, key, f"unknown engine {what}; expected one of: {', '.join(known)}")
-    return value
+    return one_of(src, key, value, engine_names(), "engine")
 
 
 def _executor(src: Path, key: str, value: object) -> str:
-    if value not in EXECUTORS:
-        what = repr(value) if isinstance(value, str) else _show(value)
-        raise ConfigError(src, key, f"unknown executor {what}; expected one of: {', '.join(EXECUTORS)}")
-    return value
+    return one_of(src, key, value, EXECUTORS, "executor")
 
 
 def _ray_options(src: Path, value: object) -> RayOptions:
     if not isinstance(value, dict):
-        raise ConfigError(src, "ray", f"expected a mapping of Ray executor options, got {_show(value)}")
-    _check_keys(src, "ray", value, RAY_KEYS, "ray")
+        raise ConfigError(src, "ray", f"expected a mapping of Ray executor options, got {show(value)}")
+    check_keys(src, "ray", value, RAY_KEYS, "ray")
     get = value.get
     batch_size, num_cpus = get("batch_size"), get("num_cpus")
     return RayOptions(
-        concurrency=_num(src, "ray.concurrency", get("concurrency", 2), low=1),
-        batch_size=None if batch_size is None else _num(src, "ray.batch_size", batch_size, low=1),
-        num_cpus=None if num_cpus is None else _num(src, "ray.num_cpus", num_cpus, float, low=0, open_low=True),
-        num_gpus=_num(src, "ray.num_gpus", get("num_gpus", 0.0), float, low=0),
-        address=_str(src, "ray.address", get("address"), optional=True),
+        concurrency=number(src, "ray.concurrency", get("concurrency", 2), low=1),
+        batch_size=None if batch_size is None else number(src, "ray.batch_size", batch_size, low=1),
+        num_cpus=None if num_cpus is None else number(src, "ray.num_cpus", num_cpus, float, low=0, open_low=True),
+        num_gpus=number(src, "ray.num_gpus", get("num_gpus", 0.0), float, low=0),
+        address=string(src, "ray.address", get("address"), optional=True),
     )
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _check_keys(src: Path, key: str | None, data: dict, allowed: tuple[str, ...], what: str) -> None:
-    for k in data:
-        if k not in allowed:
-            raise ConfigError(src, f"{key}.{k}" if key else str(k),
-                              f"unknown key; allowed in {what}: {', '.join(allowed)}")
-
-
-def _num(src: Path, key: str, value: object, kind: type = int, low: float | None = None,
-         high: float | None = None, open_low: bool = False):
-    """An int (or, with ``kind=float``, a finite number) within [low, high]."""
-    ok = isinstance(value, (int,) if kind is int else (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (low is None or (value > low if open_low else value >= low))
-    if not ok or (high is not None and value > high):
-        bounds = [f"{'>' if open_low else '>='} {low}"] * (low is not None) + [f"<= {high}"] * (high is not None)
-        what = ("an integer" if kind is int else "a number") + (" " + " and ".join(bounds) if bounds else "")
-        raise ConfigError(src, key, f"expected {what}, got {_show(value)}")
-    return kind(value)
 
 
 def _adapter(src: Path, value) -> str | None:
     """``none``, ``default`` (resolved with the run's model), or the resolved directory of a
     shipped adapter's name or a path relative to the recipe file."""
-    value = _str(src, "adapter", value, optional=True)
+    value = string(src, "adapter", value, optional=True)
     if value is None or value in (NO_ADAPTER, DEFAULT_ADAPTER):
         return value
     try:
@@ -478,8 +465,3 @@ def _adapter(src: Path, value) -> str | None:
     except AdapterError as err:
         raise ConfigError(src, "adapter", f"{err} (paths are relative to the recipe)") from None
 
-
-def _str(src: Path, key: str, value: object, optional: bool = False) -> str | None:
-    if not isinstance(value, str) and not (optional and value is None):
-        raise ConfigError(src, key, f"expected a string, got {_show(value)}")
-    return value

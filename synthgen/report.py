@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence

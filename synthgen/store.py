@@ -26,8 +26,8 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from synthgen import adapters

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tiny import build_tiny_model
+from synthgen.testing import build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,11 @@ def _isolated_cache(tmp_path, monkeypatch, request):
     """Unit tests never touch the user's model cache; integration tests share the real one."""
     if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    """The tiny chat model loaded as a transformers engine, without an adapter."""
+    from synthgen.engines.transformers import TransformersEngine
+
+    return TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")

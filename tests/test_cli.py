@@ -8,8 +8,8 @@ import math
 import polars as pl
 import pytest
 
-from synthgen.training.audit import EXACT_KEYS, SAMPLED_KEYS
 from synthgen.cli import main
+from synthgen.training.audit import EXACT_KEYS, SAMPLED_KEYS
 from synthgen.training.tasks import Task, save_tasks
 
 TASKS = [

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import dataclasses
 
 import datasets
 import polars as pl

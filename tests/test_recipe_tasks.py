@@ -11,9 +11,9 @@ import pytest
 from synthgen.cli import main
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.recipe import load_recipe
+from synthgen.training.loop import LoraOptions, TrainConfig, train
 from synthgen.training.recipe_tasks import recipe_tasks
 from synthgen.training.tasks import load_tasks
-from synthgen.training.loop import LoraOptions, TrainConfig, train
 
 RECIPE = """\
 name: people

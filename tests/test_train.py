@@ -9,8 +9,8 @@ import torch
 from synthgen.engines.scoring import naive_option_logprobs
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import ConfigError
-from synthgen.training.tasks import Task, save_tasks
 from synthgen.training.loop import LoraOptions, TrainConfig, load_config, lora_model, task_loss, train
+from synthgen.training.tasks import Task, save_tasks
 
 TASKS = [
     Task(id="n", family="numbers", prompt="Pick a number between 1 and 10.",
@@ -365,8 +365,8 @@ def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_s
 
 
 def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp_path):
-    from synthgen.training.tasks import load_tasks
     from synthgen.training.loop import balanced
+    from synthgen.training.tasks import load_tasks
 
     three = FOUR_TASKS[:2] + [Task(id="n2", family="numbers", prompt="Choose a number from 1 to 10.",
                                    targets=tuple(str(i) for i in range(1, 11)))]

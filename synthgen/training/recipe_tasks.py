@@ -25,28 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthgen.recipe import FieldSpec, Recipe
+from synthgen.recipe import Recipe
 from synthgen.training.tasks import Task
 
 log = logging.getLogger(__name__)
-
-# integer ranges wider than this are not closed sets worth training on
-MAX_INTEGER_TARGETS = 2000
-
 
 @dataclass
 class RecipeTasks:
     tasks: list[Task]
     skipped: dict[str, str]  # field -> why it has no task
-
-
-def closed_values(spec: FieldSpec) -> tuple[str, ...] | None:
-    """The field's valid values as strings when they form a closed, trainable set."""
-    if spec.kind == "choice":
-        return spec.options
-    if spec.kind == "integer" and spec.max - spec.min < MAX_INTEGER_TARGETS:
-        return tuple(str(v) for v in range(spec.min, spec.max + 1))
-    return None
 
 
 def ancestors(recipe: Recipe, name: str) -> set[str]:
@@ -67,7 +54,7 @@ def recipe_tasks(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> R
     skipped: dict[str, str] = {}
     for name in recipe.order:
         spec = recipe.fields[name]
-        values = closed_values(spec)
+        values = spec.closed_values
         if spec.kind in ("text", "sample") or values is None or spec.template is None:
             skipped[name] = f"{spec.kind} field (no closed set of values to train towards)"
             continue

@@ -1,5 +1,9 @@
 """A tiny real llama model and tokenizer, built from configs (as trl does) and
-saved to disk so tests load them through ``from_pretrained``."""
+saved to disk so tests and benchmarks load them through ``from_pretrained``.
+
+Not part of the product: test and benchmark infrastructure, kept in the package
+so benchmarks need no path tricks to reach it.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Pure functions over value counts or lists of texts; no I/O, no polars.
 Natural logarithms (nats) unless a name says ``bits``. Formulas and worked
-values: ``reference/diversity.md`` §2 (ideals) and §3 (report metrics).
+values: ``docs/diversity.md``.
 
 ``counts`` arguments accept either a mapping ``value -> count`` or a plain
 sequence of counts. Quantities that are undefined on empty input (KL, singleton
@@ -198,3 +198,32 @@ def top_values(counts: Mapping[Any, int], k: int = 10) -> list[tuple[Any, int, f
     total = sum(c for c in counts.values() if c > 0)
     items = sorted(((v, c) for v, c in counts.items() if c > 0), key=lambda vc: (-vc[1], str(vc[0])))
     return [(v, c, c / total) for v, c in items[:k]]
+
+
+# ------------------------------------------------- distributions from scores
+def softmax(logprobs: Sequence[float]) -> np.ndarray:
+    """The distribution renormalised over the given options, from their log-probabilities (float64)."""
+    logp = np.asarray(logprobs, dtype=np.float64)
+    probs = np.exp(logp - logp.max())
+    return probs / probs.sum()
+
+
+def log_total_mass(logprobs: Sequence[float]) -> float:
+    """log Σ exp(logprobs): the log of the probability mass the options hold together."""
+    logp = np.asarray(logprobs, dtype=np.float64)
+    peak = logp.max()
+    return float(peak + np.log(np.exp(logp - peak).sum()))
+
+
+def distribution_entropy(probs: Sequence[float]) -> float:
+    """Shannon entropy (nats) of a probability vector."""
+    p = np.asarray(probs, dtype=np.float64)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def distribution_kl(p: Sequence[float], q: Sequence[float]) -> float:
+    """KL(p ‖ q) in nats between two probability vectors over the same options."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    mask = p > 0
+    return float((p[mask] * np.log(p[mask] / q[mask])).sum())

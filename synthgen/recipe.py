@@ -25,9 +25,9 @@ from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
 from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, load_template_file
 
-__all__ = ["EXECUTORS", "KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
+__all__ = ["EXECUTORS", "FIELD_KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
 
-KINDS = ("choice", "integer", "text", "sample")
+FIELD_KINDS = ("choice", "integer", "text", "sample")
 TOP_KEYS = ("name", "description", "model", "adapter", "engine", "executor", "ray", "seed", "count",
             "batch_size", "dedup_keys", "near_dup_fields", "output", "fields")
 EXECUTORS = ("local", "ray")
@@ -246,9 +246,9 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
     if not isinstance(raw, dict):
         raise ConfigError(src, key, f"expected a mapping with at least 'kind', got {show(raw)}")
     kind = raw.get("kind")
-    if kind not in KINDS:
+    if kind not in FIELD_KINDS:
         what = "missing 'kind'" if kind is None else f"unknown kind {kind!r}"
-        raise ConfigError(src, f"{key}.kind", f"{what}; expected one of: {', '.join(KINDS)}")
+        raise ConfigError(src, f"{key}.kind", f"{what}; expected one of: {', '.join(FIELD_KINDS)}")
     check_keys(src, key, raw, FIELD_KEYS[kind], f"a {kind} field")
     get = raw.get
     spec: dict = {"name": name, "kind": kind,

@@ -1,12 +1,15 @@
-"""The diversity report: ``report.json`` (the contract in design.md), ``report.md``
-and one bar chart per categorical field.
+"""The diversity report: ``report.json``, ``report.md`` and one bar chart per categorical field.
+
+``report.json`` holds ``recipe``, ``n_requested``, ``n_generated``, ``n_kept``,
+``removed`` (``invalid``, ``exact_duplicates``, ``near_duplicates``), ``fields``
+(per field: ``unique``, ``entropy_bits``, ``normalized_entropy``, ``top1_value``,
+``top1_share``, ``valid_rate``, ...) and ``timing``; these keys are stable.
 
 Counting rules: ``unique``, entropies, top values and distances count the
 non-null values of *kept* records only; when a field's option set is known,
 values outside it are invalid and never count as diversity. Ideals are those
-of a perfect sampler over the same options at the same N
-(``reference/diversity.md`` §2). Undefined or infinite numbers are written as
-``null``.
+of a perfect sampler over the same options at the same N (``docs/diversity.md``).
+Undefined or infinite numbers are written as ``null``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from synthgen.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-KINDS = ("choice", "integer", "text", "sample", "unknown")
+REPORT_KINDS = ("choice", "integer", "text", "sample", "unknown")
 TEXT_MIN_MEAN_WORDS = 8  # report_dataset: string columns with more words on average are free text
 
 
@@ -42,8 +45,8 @@ class FieldInfo:
     weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"field {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in REPORT_KINDS:
+            raise ValueError(f"field {self.name!r}: kind must be one of {REPORT_KINDS}, got {self.kind!r}")
         if self.weights is not None and (self.options is None or len(self.weights) != len(self.options)):
             raise ValueError(f"field {self.name!r}: weights need options of the same length")
 
@@ -79,32 +82,51 @@ def _key(v: Any) -> str:
 
 def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mapping[str, int] | None,
                   top_k: int) -> dict[str, Any]:
+    """One field's entry of ``report.json``: counts, then target metrics, then text metrics."""
+    counts, non_null = _valid_counts(series, info)
+    out = _count_metrics(counts, non_null, info, n_kept, stats, top_k)
+    out.update(_target_metrics(counts, info, out["entropy_bits"]))
+    if info.kind == "text":
+        out.update(_text_metrics(series))
+    return out
+
+
+def _target(info: FieldInfo) -> dict[str, float] | None:
+    """The field's target distribution over its options (uniform without weights), or None."""
+    if not info.options:
+        return None
+    weights = info.weights if info.weights is not None else (1.0,) * len(info.options)
+    total = float(sum(weights))
+    return {o: w / total for o, w in zip(info.options, weights)}
+
+
+def _valid_counts(series: pl.Series, info: FieldInfo) -> tuple[dict[Any, int], int]:
+    """Counts of the valid values (inside the option set when there is one) and of all non-null values."""
     counts = _value_counts(series)
     non_null = sum(counts.values())
-    options = info.options
-    if options is not None:
-        allowed = set(options)
+    if info.options is not None:
+        allowed = set(info.options)
         counts = {v: c for v, c in counts.items() if _key(v) in allowed}
+    return counts, non_null
+
+
+def _count_metrics(counts: dict[Any, int], non_null: int, info: FieldInfo, n_kept: int,
+                   stats: Mapping[str, int] | None, top_k: int) -> dict[str, Any]:
+    """Unique values, entropy, top values, valid rate and coverage (every field)."""
+    options = info.options
     n = sum(counts.values())
     k = len(options) if options is not None else None
-    target: dict[str, float] | None = None
-    if options is not None and k:
-        weights = info.weights if info.weights is not None else (1.0,) * k
-        total_w = float(sum(weights))
-        target = {o: w / total_w for o, w in zip(options, weights)}
-
+    target = _target(info)
     top = dv.top_values(counts, top_k)
     top_rows = [{"value": v, "count": c, "share": s} for v, c, s in top]
     if target is not None and info.weights is not None:
         for row in top_rows:
             row["target_share"] = target.get(_key(row["value"]), 0.0)
-
     if stats is not None and stats.get("drawn"):  # retries included: the generator's own tally
         valid_rate = stats.get("valid", 0) / stats["drawn"]
     else:
         valid_rate = (n if options is not None else non_null) / n_kept if n_kept else None
-
-    out: dict[str, Any] = {
+    return {
         "kind": info.kind,
         "n": n,
         "unique": len(counts),
@@ -120,30 +142,40 @@ def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mappin
                          "kl_to_target", "ideal_kl", "kl_excess")),
         "singleton_share": dv.singleton_share(counts),
     }
-    if target is not None and n:
-        q = list(target.values())
-        support = sum(1 for w in q if w > 0)
-        ideal_unique = dv.expected_unique_uniform(k, n) if info.weights is None else dv.expected_unique(n, q)
-        ideal_h = dv.expected_entropy_bits(n, q)
-        kl = dv.kl_divergence({_key(v): c for v, c in counts.items()}, target)
-        out.update(
-            expected_unique_ideal=ideal_unique,
-            coverage_ratio=len(counts) / ideal_unique,
-            ideal_entropy_bits=ideal_h,
-            gap_entropy_bits=ideal_h - out["entropy_bits"],
-            kl_to_target=kl,
-            ideal_kl=dv.ideal_kl(support, n),
-            kl_excess=kl - dv.ideal_kl(support, n),
-        )
-    if info.kind == "text":
-        texts = [_key(v) for v in series.drop_nulls().to_list()]
-        out.update(
-            distinct_1=dv.distinct_n(texts, 1),
-            distinct_2=dv.distinct_n(texts, 2),
-            compression_ratio=dv.compression_ratio(texts),
-            mean_words=sum(len(t.split()) for t in texts) / len(texts) if texts else None,
-        )
-    return out
+
+
+def _target_metrics(counts: dict[Any, int], info: FieldInfo, entropy_bits: float) -> dict[str, Any]:
+    """What an ideal sampler over the field's options reaches at the same N, and the gaps to it."""
+    target = _target(info)
+    n = sum(counts.values())
+    if target is None or not n:
+        return {}
+    q = list(target.values())
+    k = len(q)
+    support = sum(1 for w in q if w > 0)
+    ideal_unique = dv.expected_unique_uniform(k, n) if info.weights is None else dv.expected_unique(n, q)
+    ideal_h = dv.expected_entropy_bits(n, q)
+    kl = dv.kl_divergence({_key(v): c for v, c in counts.items()}, target)
+    return {
+        "expected_unique_ideal": ideal_unique,
+        "coverage_ratio": len(counts) / ideal_unique,
+        "ideal_entropy_bits": ideal_h,
+        "gap_entropy_bits": ideal_h - entropy_bits,
+        "kl_to_target": kl,
+        "ideal_kl": dv.ideal_kl(support, n),
+        "kl_excess": kl - dv.ideal_kl(support, n),
+    }
+
+
+def _text_metrics(series: pl.Series) -> dict[str, Any]:
+    """Distinct-1/2, compression ratio and mean length of a free-text field."""
+    texts = [_key(v) for v in series.drop_nulls().to_list()]
+    return {
+        "distinct_1": dv.distinct_n(texts, 1),
+        "distinct_2": dv.distinct_n(texts, 2),
+        "compression_ratio": dv.compression_ratio(texts),
+        "mean_words": sum(len(t.split()) for t in texts) / len(texts) if texts else None,
+    }
 
 
 def _records(df: pl.DataFrame, fields: Sequence[FieldInfo]) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from synthgen import adapters
 from synthgen.errors import ModelStoreError
 from synthgen.io import sha256_file
 
@@ -172,17 +171,16 @@ def resolve(spec: str | None) -> str:
     )
 
 
-def default_adapter(model_spec: str | None) -> Path | None:
-    """The shipped diffuse adapter for a registered model, or None if there is none."""
+def registered_name(model_spec: str | None) -> str | None:
+    """The registered name a ``--model`` value stands for (None = the default model; a
+    cached copy of a registered model counts as that model), or None for any other model."""
     name = model_spec or DEFAULT_MODEL
-    if name not in REGISTRY:  # a cached copy of a registered model counts as that model
+    if name not in REGISTRY:
         try:
             name = json.loads((Path(name).expanduser() / META_FILE).read_text())["name"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-    if name not in REGISTRY:
-        return None
-    return adapters.shipped(f"{name}-diffuse")
+    return name if name in REGISTRY else None
 
 
 # ------------------------------------------------------------------ internals
@@ -244,10 +242,10 @@ def _build(
 def _sweep_stale_partials(root: Path) -> None:
     """Remove work dirs left behind by crashed pulls (a day old: never a live one)."""
     now = time.time()
-    for partial in root.glob(".partial-*"):
+    for leftover in root.glob(".partial-*"):
         try:
-            if now - partial.stat().st_mtime > _STALE_PARTIAL_SECONDS:
-                shutil.rmtree(partial, ignore_errors=True)
+            if now - leftover.stat().st_mtime > _STALE_PARTIAL_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
         except OSError:
             pass
 

@@ -93,8 +93,13 @@ def test_stop_strings_cut_output():
 
 
 def test_generate_respects_stop(engine):
-    outs = engine.generate(["Say something."], n=4, max_new_tokens=20, stop=["a", "e"], seed=1)[0]
+    stop = ["a", "e"]
+    full = engine.generate(["Say something."], n=4, max_new_tokens=20, seed=1)[0]
+    outs = engine.generate(["Say something."], n=4, max_new_tokens=20, stop=stop, seed=1)[0]
+    assert any("a" in f or "e" in f for f in full), "the unstopped samples never reach a stop string"
     assert all("a" not in o and "e" not in o for o in outs)
+    # the same draws, cut where the first stop string begins
+    assert outs == [cut_at_stop(f, stop) for f in full]
 
 
 def test_unknown_engine_is_a_clear_error():
@@ -108,12 +113,11 @@ def test_bad_adapter_path_is_a_clear_error(tiny_model_dir, tmp_path):
 
 
 def test_shipped_adapters_resolve_by_name(tmp_path, monkeypatch):
-    from synthgen import store
-    from synthgen.adapters import SHIPPED_DIR, resolve_adapter
+    from synthgen.adapters import SHIPPED_DIR, default_adapter, resolve_adapter
 
     shipped = SHIPPED_DIR / "smollm2-135m-biography"
     assert resolve_adapter("smollm2-135m-biography") == shipped
-    assert resolve_adapter("default") == store.default_adapter(None)
+    assert resolve_adapter("default") == default_adapter(None)
     assert resolve_adapter("none") is None
     # a directory of that name in the working directory wins over the shipped one
     monkeypatch.chdir(tmp_path)

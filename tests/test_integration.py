@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from synthgen import store
+from synthgen.adapters import default_adapter
 from synthgen.cli import main
 from synthgen.engines.scoring import naive_option_logprobs
 from synthgen.engines.transformers import TransformersEngine
@@ -29,7 +30,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def diffuse():
-    assert store.default_adapter(None) is not None, "the shipped adapter is missing"
+    assert default_adapter(None) is not None, "the shipped adapter is missing"
     return TransformersEngine.load(None, adapter="default", device="cpu")
 
 
@@ -94,7 +95,8 @@ def test_biography_cli_small_run(tmp_path):
     assert main(["generate", "recipes/biography.yaml", "-n", "6", "-o", str(out)]) == 0
     df = pl.read_parquet(out / "records.parquet")
     rep = json.loads((out / "report.json").read_text())
-    assert {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"} <= set(df.columns)
+    expected = {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"}
+    assert expected <= set(df.columns)
     assert rep["n_requested"] == 6 and rep["n_kept"] == len(df)
     assert rep["fields"]["first_name"]["valid_rate"] == 1.0
     # the recipe names its own shipped adapter (adapter: smollm2-135m-biography)

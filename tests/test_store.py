@@ -198,21 +198,21 @@ def test_resolve_missing_gguf(tmp_path):
 
 
 def test_default_adapter_lookup(tmp_path, monkeypatch):
-    assert store.default_adapter("someone/else") is None
-    assert store.default_adapter(str(tmp_path)) is None
+    assert adapters.default_adapter("someone/else") is None
+    assert adapters.default_adapter(str(tmp_path)) is None
     fake_pkg = tmp_path / "synthgen"
     adapter = fake_pkg / "adapters" / f"{store.DEFAULT_MODEL}-diffuse"
     adapter.mkdir(parents=True)
     monkeypatch.setattr(adapters, "SHIPPED_DIR", fake_pkg / "adapters")
-    assert store.default_adapter(None) is None  # no adapter_config.json yet
+    assert adapters.default_adapter(None) is None  # no adapter_config.json yet
     (adapter / "adapter_config.json").write_text("{}")
-    assert store.default_adapter(None) == adapter
-    assert store.default_adapter(store.DEFAULT_MODEL) == adapter
-    assert store.default_adapter("gemma3-270m") is None
+    assert adapters.default_adapter(None) == adapter
+    assert adapters.default_adapter(store.DEFAULT_MODEL) == adapter
+    assert adapters.default_adapter("gemma3-270m") is None
     cached_copy = tmp_path / "cached"  # a cached model dir stands for its registered name
     cached_copy.mkdir()
     (cached_copy / store.META_FILE).write_text(json.dumps({"name": store.DEFAULT_MODEL}))
-    assert store.default_adapter(str(cached_copy)) == adapter
+    assert adapters.default_adapter(str(cached_copy)) == adapter
 
 
 def test_cli_pull_unknown_name(capsys):

@@ -46,6 +46,14 @@ def shipped(name: str) -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+def default_adapter(model: str | None) -> Path | None:
+    """The shipped diffuse adapter of a registered model (``<name>-diffuse``), or None."""
+    from synthgen.store import registered_name
+
+    name = registered_name(model)
+    return shipped(f"{name}-diffuse") if name else None
+
+
 def resolve_adapter(value: str | Path | None, *, model: str | None = None,
                     base_dir: str | Path | None = None) -> Path | None:
     """The adapter directory ``value`` stands for, or None for the base model.
@@ -57,11 +65,9 @@ def resolve_adapter(value: str | Path | None, *, model: str | None = None,
     if value is None or str(value) == NO_ADAPTER:
         return None
     if str(value) == DEFAULT_ADAPTER:
-        from synthgen import store
-
-        path = store.default_adapter(model)
+        path = default_adapter(model)
         if path is None:
-            log.info("no shipped diffuse adapter for %s; using the base model", model or store.DEFAULT_MODEL)
+            log.info("no shipped diffuse adapter for %s; using the base model", model or "the default model")
         return path
     text = str(value)
     path = Path(text).expanduser()

@@ -19,6 +19,7 @@ from synthgen.engines.transformers import TransformersEngine
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = [str(i) for i in range(1, 11)]
 PROMPT = "Pick a random number between 1 and 10. Reply with only the number."
 
@@ -78,7 +79,7 @@ def test_shipped_adapter_answers_a_held_out_fact(diffuse):
 
 def test_audit_cli_writes_the_contract(tmp_path):
     out = tmp_path / "audit.json"
-    code = main(["audit", "recipes/diffuse/tasks.jsonl", "--families", "colors", "--samples", "8",
+    code = main(["audit", str(ROOT / "recipes/diffuse/tasks.jsonl"), "--families", "colors", "--samples", "8",
                  "--json", str(out), "--plot", str(tmp_path / "audit.png")])
     assert code == 0
     rep = json.loads(out.read_text())
@@ -92,7 +93,7 @@ def test_audit_cli_writes_the_contract(tmp_path):
 
 def test_biography_cli_small_run(tmp_path):
     out = tmp_path / "bio"
-    assert main(["generate", "recipes/biography.yaml", "-n", "6", "-o", str(out)]) == 0
+    assert main(["generate", str(ROOT / "recipes/biography.yaml"), "-n", "6", "-o", str(out)]) == 0
     df = pl.read_parquet(out / "records.parquet")
     rep = json.loads((out / "report.json").read_text())
     expected = {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"}

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -229,14 +228,20 @@ def test_cli_list(capsys):
 
 # ---------------------------------------------------------- integration test
 @pytest.mark.integration
-def test_pull_default_model_for_real():
+def test_pull_default_model_for_real(monkeypatch):
     path = store.pull(store.DEFAULT_MODEL)  # downloads and converts on a fresh cache
     assert path == store.cache_dir() / "models" / store.DEFAULT_MODEL
     assert (path / "model.safetensors").is_file()
     assert (path / "tokenizer.json").is_file() and (path / "config.json").is_file()
     meta = json.loads((path / store.META_FILE).read_text())
     assert meta["sha256"] == SMOL.sha256 and meta["name"] == store.DEFAULT_MODEL
-    start = time.monotonic()
+    weights = (path / "model.safetensors").stat()
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("a cached model must not be fetched again")
+
+    monkeypatch.setattr(store, "_fetch_registered", no_fetch)
     assert store.pull(store.DEFAULT_MODEL) == path
-    assert time.monotonic() - start < 0.5
+    after = (path / "model.safetensors").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)
     assert store.resolve(None) == str(path)

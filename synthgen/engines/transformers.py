@@ -58,7 +58,8 @@ class TransformersEngine(Engine):
             tokenizer = AutoTokenizer.from_pretrained(source)
             hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as err:
-            raise ModelStoreError(f"could not load model {model or store.DEFAULT_MODEL!r} from {source}: {err}") from err
+            name = model or store.DEFAULT_MODEL
+            raise ModelStoreError(f"could not load model {name!r} from {source}: {err}") from err
         adapter_path = resolve_adapter(adapter, model=model)
         if adapter_path is not None:
             hf_model = attach_adapter(hf_model, adapter_path)

@@ -234,18 +234,23 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write report.json / report.md / plots.")
 @click.option("--fields", default=None, help="Comma-separated columns to report on (default: all).")
-def report(data, out_dir, fields) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a report already in the output directory.")
+def report(data, out_dir, fields, overwrite) -> None:
     """Diversity report for an existing parquet, jsonl or HF dataset directory."""
     from synthgen.report import report_dataset
 
     selected = [f.strip() for f in fields.split(",")] if fields else None
-    rep = report_dataset(data, out_dir, fields=selected)
+    rep = report_dataset(data, out_dir, fields=selected, overwrite=overwrite)
     for name, info in rep["fields"].items():
-        ne = info.get("normalized_entropy")
-        ne_text = f"{ne:.3f}" if isinstance(ne, (int, float)) else "-"
-        click.echo(f"{name:<20} unique {info['unique']:>6}  entropy {info['entropy_bits']:.2f} bits  "
-                   f"norm {ne_text}  top1 {info['top1_value']!r} ({info['top1_share']:.1%})")
+        click.echo(f"{name:<20} unique {info['unique']:>6}  entropy {_number(info['entropy_bits'], '.2f')} bits  "
+                   f"norm {_number(info.get('normalized_entropy'), '.3f')}  top1 {info['top1_value']!r} "
+                   f"({_number(info['top1_share'], '.1%')})")
     click.echo(f"report written to {rep['report_dir']}")
+
+
+def _number(value, spec: str) -> str:
+    """A number for the terminal, or '-' when undefined (an all-null column has no entropy)."""
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,3 +27,29 @@ def sha256_file(path: Path) -> str:
         while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def writable_dir(path: Path, what: str = "output directory") -> Path:
+    """Create ``path`` if needed and check a file can be written in it, before any long work,
+    so an impossible output path fails at once with one line instead of after the work."""
+    from synthgen.errors import SynthgenError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".synthgen-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SynthgenError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def writable_file(path: Path, what: str = "output file") -> Path:
+    """Check that ``path``'s folder can take a new file (created if needed), before any long work."""
+    writable_dir(Path(path).parent, f"folder of the {what} {path}")
+    if Path(path).is_dir():
+        from synthgen.errors import SynthgenError
+
+        raise SynthgenError(f"the {what} {path} is a directory; expected a file path")
+    return Path(path)

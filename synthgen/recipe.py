@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from synthgen._validate import check_keys, number, one_of, show, string
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
 from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
-from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, load_template_file
+from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, inside, load_template_file
 
 __all__ = ["EXECUTORS", "FIELD_KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
 
@@ -42,6 +43,8 @@ FIELD_KEYS = {
 }
 # the widest integer range the model picks from as a closed set (wider ranges are sampled as text)
 MAX_CLOSED_VALUES = 2000
+INT_LIMIT = 2**62  # integer bounds stay well inside int64 (the column type)
+MAX_NEW_TOKENS = 8192  # a generated value's token budget (the default model's context length)
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -174,26 +177,58 @@ class Recipe:
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also rejects duplicate keys (two fields with one name)."""
+    """``yaml.SafeLoader`` that rejects duplicate keys (two fields with one name) and keeps the
+    text a number was written as (``02134`` reads as 1116: an option must not change silently)."""
+
+
+class _YamlInt(int):
+    yaml_text: str
+
+
+class _YamlFloat(float):
+    yaml_text: str
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
-    keys = [(k, loader.construct_object(k)) for k, _ in node.value if not k.tag.endswith(":merge")]
-    for i, (key_node, key) in enumerate(keys):
-        if isinstance(key, (str, int, float)) and key in [k for _, k in keys[:i]]:
-            raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key!r}",
-                                                    key_node.start_mark)
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag.endswith(":merge"):
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, (str, int, float)):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key!r}",
+                                                        key_node.start_mark)
+            seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
+def _construct_number(kind: type, loader: _Loader, node: yaml.ScalarNode):
+    value = kind(loader.construct_yaml_int(node) if kind is _YamlInt else loader.construct_yaml_float(node))
+    value.yaml_text = node.value
+    return value
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: _construct_number(_YamlInt, loader, node))
+_Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: _construct_number(_YamlFloat, loader, node))
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read, validate and order a recipe; raise ConfigError on any mistake."""
+def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
+    """Read, validate and order a recipe; raise ConfigError on any mistake.
+
+    Args:
+        path: the recipe YAML file.
+        trust_paths: allow ``options_file`` and ``template`` paths outside the recipe's
+            tree (the recipe's folder, and ``../templates`` for templates). Off by default:
+            a recipe from a stranger must not read arbitrary files into prompts or records.
+
+    Returns:
+        The validated :class:`Recipe`, fields in fill order.
+    """
     src = Path(path)
     try:
-        data = yaml.load(src.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+        data = yaml.load(src.read_text(encoding="utf-8-sig"), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(src, None, "recipe file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -213,7 +248,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(raw_fields, dict) or not raw_fields:
         raise ConfigError(src, "fields", "expected a non-empty mapping of field name to field "
                                          f"spec, got {show(raw_fields)}")
-    fields = {name: _field(src, name, raw) for name, raw in raw_fields.items()}
+    fields = {name: _field(src, name, raw, trust_paths) for name, raw in raw_fields.items()}
     order = _topological_order(src, fields)
     placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
     for f in (fields[n] for n in order if fields[n].template is not None):
@@ -238,7 +273,7 @@ def load_recipe(path: str | Path) -> Recipe:
     )
 
 
-def _field(src: Path, name: object, raw: object) -> FieldSpec:
+def _field(src: Path, name: object, raw: object, trust_paths: bool = False) -> FieldSpec:
     key = f"fields.{name}"
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
         raise ConfigError(src, key, "a field name must be an identifier (letters, digits, _) and "
@@ -254,9 +289,9 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
     spec: dict = {"name": name, "kind": kind,
                   "description": string(src, f"{key}.description", get("description", ""))}
     if kind != "sample":
-        spec["template"] = _template(src, key, raw)
+        spec["template"] = _template(src, key, raw, trust_paths)
         spec["depends_on"] = spec["template"].variables
-        for k, default, kw in (("max_tokens", 128 if kind == "text" else 8, {"low": 1}),
+        for k, default, kw in (("max_tokens", 128 if kind == "text" else 8, {"low": 1, "high": MAX_NEW_TOKENS}),
                                ("retries", 3, {"low": 0}), ("temperature", 1.0, {"kind": float, "low": 0}),
                                ("top_p", 1.0, {"kind": float, "low": 0, "high": 1, "open_low": True})):
             spec[k] = number(src, f"{key}.{k}", get(k, default), **kw)
@@ -272,14 +307,14 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
     if kind == "choice" and not has_options:
         raise ConfigError(src, f"{key}.options", "a choice field needs 'options' or 'options_file'")
     if has_options:
-        spec["options"], spec["weights"] = _options(src, key, raw)
+        spec["options"], spec["weights"] = _options(src, key, raw, trust_paths)
     elif kind in ("integer", "sample"):
         if "weights" in raw:
             raise ConfigError(src, f"{key}.weights", "weights need options; a range is uniform")
         for bound in ("min", "max"):
             if bound not in raw:
                 raise ConfigError(src, f"{key}.{bound}", f"missing required key (an integer {bound})")
-            spec[bound] = number(src, f"{key}.{bound}", raw[bound])
+            spec[bound] = number(src, f"{key}.{bound}", raw[bound], low=-INT_LIMIT, high=INT_LIMIT)
         if spec["min"] > spec["max"]:
             raise ConfigError(src, f"{key}.max", f"max ({spec['max']}) must be >= min ({spec['min']})")
     if kind == "text":
@@ -297,7 +332,7 @@ def _field(src: Path, name: object, raw: object) -> FieldSpec:
     return FieldSpec(**spec)
 
 
-def _template(src: Path, key: str, raw: dict) -> PromptTemplate:
+def _template(src: Path, key: str, raw: dict, trust_paths: bool) -> PromptTemplate:
     given = [k for k in _TEMPLATE if k in raw]
     if len(given) != 1:
         raise ConfigError(src, f"{key}.template", ("both given" if given else "missing")
@@ -307,10 +342,11 @@ def _template(src: Path, key: str, raw: dict) -> PromptTemplate:
     value = string(src, tkey, raw[given[0]])
     if given[0] == "template_inline":
         return compile_template(value, str(src), tkey)
-    return load_template_file(value, [src.parent, src.parent.parent / "templates"], str(src), tkey)
+    return load_template_file(value, [src.parent, src.parent.parent / "templates"], str(src), tkey,
+                              allow_outside=trust_paths)
 
 
-def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+def _options(src: Path, key: str, raw: dict, trust_paths: bool) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
     """Options (inline or from a .txt/.csv file) and their normalised weights."""
     if "options" in raw and "options_file" in raw:
         raise ConfigError(src, f"{key}.options_file", "give 'options' or 'options_file', not both")
@@ -323,9 +359,13 @@ def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[flo
             if isinstance(item, bool) or not isinstance(item, (str, int, float)) or not options[i]:
                 hint = " (quote it: YAML reads yes/no/true/false as booleans)" * isinstance(item, bool)
                 raise ConfigError(src, f"{okey}[{i}]", f"expected a non-empty string, got {show(item)}{hint}")
+            written = getattr(item, "yaml_text", None)
+            if written is not None and written != options[i]:
+                raise ConfigError(src, f"{okey}[{i}]", f"YAML reads {written} as the number {options[i]}; "
+                                                       f"quote it ('{written}') to keep it as written")
     else:
         okey = f"{key}.options_file"
-        options, weights = _read_options_file(src, okey, string(src, okey, raw["options_file"]))
+        options, weights = _read_options_file(src, okey, string(src, okey, raw["options_file"]), trust_paths)
     if not options:
         raise ConfigError(src, okey, "empty options: expected at least one option")
     duplicates = sorted(o for o, n in Counter(options).items() if n > 1)
@@ -344,21 +384,28 @@ def _options(src: Path, key: str, raw: dict) -> tuple[tuple[str, ...], tuple[flo
         return tuple(options), None
     for i, w in enumerate(weights):
         number(src, f"{wkey}[{i}]", w, float, low=0)
-    if sum(weights) <= 0:
+    peak = max(float(w) for w in weights)
+    if peak <= 0:
         raise ConfigError(src, wkey, "weights must sum to more than 0")
-    return tuple(options), tuple(float(w) / sum(weights) for w in weights)
+    scaled = [float(w) / peak for w in weights]  # sums to at most len(weights): no overflow
+    total = math.fsum(scaled)
+    return tuple(options), tuple(w / total for w in scaled)
 
 
-def _read_options_file(src: Path, key: str, value: str) -> tuple[list[str], list[float] | None]:
-    """A .txt file (one option per line, blank lines skipped) or a .csv with 'value[,weight]'."""
-    path = src.parent / value
+def _read_options_file(src: Path, key: str, value: str, trust_paths: bool) -> tuple[list[str], list[float] | None]:
+    """A .txt file (one option per line, blank lines skipped) or a .csv with 'value[,weight]',
+    inside the recipe's folder unless ``trust_paths``. A UTF-8 byte-order mark is dropped."""
+    path = src.parent / Path(value).expanduser()
     if not path.is_file():
         raise ConfigError(src, key, f"file not found: {path} (paths are relative to the recipe)")
+    if not trust_paths and not inside(path, [src.parent]):
+        raise ConfigError(src, key, f"{value}: {path.resolve()} is outside the recipe's folder {src.parent}; "
+                                    "pass --trust-paths to allow it")
     if path.suffix not in (".txt", ".csv"):
         raise ConfigError(src, key, f"{path}: expected a .txt file (one option per line) or a "
                                     ".csv file with header 'value,weight'")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(src, key, f"cannot read {path}: {exc}") from None
     if path.suffix == ".txt":

@@ -29,7 +29,7 @@ import polars as pl
 
 from synthgen import diversity as dv
 from synthgen.errors import SynthgenError
-from synthgen.io import atomic_write
+from synthgen.io import atomic_write, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -314,13 +314,18 @@ def _plot(name: str, f: Mapping[str, Any]) -> bytes:
 
 def write_report(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write report.json, report.md and plot_<field>.png (non-text fields); return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir(Path(out_dir), "report directory")
     written: list[Path] = []
     plots: dict[str, str] = {}
+    used: set[str] = set()
     for name, f in report["fields"].items():
         if f["kind"] != "text" and f["top_values"]:
-            png = "plot_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"
+            stem = "plot_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            png, k = f"{stem}.png", 1
+            while png.lower() in used:  # two names that sanitise alike get their own files
+                k += 1
+                png = f"{stem}-{k}.png"
+            used.add(png.lower())
             written.append(atomic_write(out_dir / png, _plot(name, f)))
             plots[name] = written[-1].name
     text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -401,10 +406,23 @@ def infer_field(series: pl.Series) -> FieldInfo:
     return FieldInfo(series.name, "unknown")
 
 
-def report_dataset(path: Path, out_dir: Path | None = None, fields: Sequence[str] | None = None) -> dict:
-    """Report on an existing dataset (no dedup); writes into ``out_dir`` (default: a ``report``
-    folder beside the file, or inside the directory) and returns the report."""
+REPORT_FILES = ("report.json", "report.md")
+
+
+def report_dataset(path: Path, out_dir: Path | None = None, fields: Sequence[str] | None = None,
+                   overwrite: bool = False) -> dict:
+    """Report on an existing dataset (no dedup) and return the report.
+
+    Writes into ``out_dir`` (default: a ``report`` folder beside the file, or inside the
+    directory). A folder that already holds a report (a finished ``generate`` run's own,
+    or an earlier ``synthgen report``) is refused unless ``overwrite``.
+    """
     path = Path(path)
+    out = Path(out_dir) if out_dir is not None else (path if path.is_dir() else path.parent) / "report"
+    existing = [name for name in REPORT_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise SynthgenError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite to "
+                            "replace it or choose another -o")
     df = load_dataset_table(path)
     if fields:
         wanted = list(dict.fromkeys(fields))
@@ -413,10 +431,10 @@ def report_dataset(path: Path, out_dir: Path | None = None, fields: Sequence[str
             raise SynthgenError(f"{path}: unknown field(s) {', '.join(unknown)}; "
                                 f"available columns: {', '.join(df.columns)}")
         df = df.select(wanted)
+    writable_dir(out, "report directory")
     infos = [infer_field(df[c]) for c in df.columns]
     report = build_report(df, infos, recipe=None, n_requested=df.height, n_generated=df.height, removed={})
     report["source"] = str(path)
-    out = Path(out_dir) if out_dir is not None else (path if path.is_dir() else path.parent) / "report"
     report["report_dir"] = str(out)
     write_report(report, out)
     log.info("report on %s (%d records) written to %s", path, df.height, out)

@@ -205,9 +205,13 @@ def _build(
     An existing cached copy is kept (another process won the race) unless ``replace``.
     """
     root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_partials(root)
-    work = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_partials(root)
+        work = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=root))
+    except OSError as exc:
+        raise ModelStoreError(f"cannot write the model cache {root}: {exc.strerror or exc} "
+                              "(set SYNTHGEN_CACHE to a writable folder)") from None
     try:
         start = time.monotonic()
         gguf, sha = fetch(work)

@@ -20,7 +20,7 @@ from synthgen import store
 from synthgen.adapters import resolve_adapter
 from synthgen.engines.base import Engine, PromptCodec, cut_at_stop
 from synthgen.engines.scoring import option_logprobs
-from synthgen.errors import ModelStoreError
+from synthgen.errors import ModelStoreError, SynthgenError
 from synthgen.seeding import derive_seed, prompt_seeds
 
 log = logging.getLogger(__name__)
@@ -207,10 +207,21 @@ def quiet_peft():
 
 
 def attach_adapter(model, path: Path):
+    """The model with the LoRA adapter at ``path`` attached (inference only).
+
+    An adapter made for another model (other layer shapes or module names) or a
+    malformed ``adapter_config.json`` is a :class:`SynthgenError` naming both.
+    """
     from peft import PeftModel
 
-    with quiet_peft():
-        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    try:
+        with quiet_peft():
+            return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        base = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SynthgenError(f"adapter {path} does not fit model {base} (is it an adapter for another model, "
+                            f"or is its adapter_config.json damaged?): {type(exc).__name__}: {first}") from None
 
 
 def load(model: str | None = None, adapter: str | Path | None = "default", **kwargs) -> TransformersEngine:

@@ -400,6 +400,34 @@ def executor_speed(data: dict) -> list[str]:
     return lines
 
 
+def gpu_check(data: dict) -> list[str]:
+    model = data.get("model") or {}
+    lines = [f"Status: **{data.get('status', NOT_RECORDED)}**. GPU: {data.get('gpu', NOT_RECORDED)}; vLLM "
+             f"{data.get('vllm_version', NOT_RECORDED)}; model: {model.get('name', NOT_RECORDED)}; adapter: "
+             f"{adapter_label(None if data.get('adapter') in (None, 'none') else data['adapter'])}; vLLM dtype "
+             f"{data.get('dtype', NOT_RECORDED)}. Scores of vLLM against the transformers engine in float32, over "
+             "all options, in nats (tolerance rule: `docs/scaling.md`):", ""]
+    rows = [[key, f"{c['tasks']} / {c['options']}", f"{c['max_abs_diff']:.2g} ({c['tolerance']['max']:.2g})",
+             f"{c['mean_abs_diff']:.2g} ({c['tolerance']['mean']:.2g})", num(c.get("context_sensitivity"), 2),
+             num(c.get("adapter_effect"), 2), "yes" if c["passed"] else "no",
+             {True: "yes", False: "no"}.get(c.get("conclusive"), "–")]
+            for key, c in (data.get("score") or {}).items()]
+    lines += table(["scores", "tasks / options", "max difference (tolerance)", "mean difference (tolerance)",
+                    "context sensitivity", "adapter effect", "passed", "conclusive"], rows)
+    speed = {k: v for k, v in (data.get("biography") or {}).items() if isinstance(v, dict)}
+    if speed:
+        lines += ["", "Biography recipe, records/s (valid records over fill time):", ""]
+        lines += table(["engine", "records", "kept", "fill seconds", "records/s"],
+                       [[k, v["records"], v["kept"], f"{v['fill_seconds']:.1f}", f"{v['records_per_second']:.2f}"]
+                        for k, v in speed.items()])
+        if data["biography"].get("vllm_speedup"):
+            lines += ["", f"vLLM fill-time speed-up over transformers: {data['biography']['vllm_speedup']:.1f}×."]
+    problems = [*(data.get("errors") or []), *(data.get("skipped") or [])]
+    if problems:
+        lines += ["", "Errors and skipped stages: " + "; ".join(f"`{p}`" for p in problems) + "."]
+    return lines
+
+
 def shipped_adapters() -> list[str]:
     lines = ["## Training the shipped adapters", "",
              "From each shipped adapter's `training.json` (which records the config, not the command line); wall "
@@ -439,6 +467,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
         ("generate_speed.json", "Generation: column-wise against a naive loop", generate_speed),
         ("generate_memory.json", "Generation: peak memory", generate_speed),
         ("executor_speed.json", "Local against Ray executor (tiny model)", executor_speed),
+        ("gpu_check.json", "GPU check: vLLM against transformers", gpu_check),
     ]),
 ]
 

@@ -3,12 +3,10 @@ benchmarks record where each result came from (benchmarks/_common.py)."""
 
 from __future__ import annotations
 
-import re
 import sys
 
 from benchmarks import results_tables as rt
 from synthgen.io import sha256_file
-from synthgen.recipe import load_recipe
 
 STALE = "out of date: run `python -m benchmarks.results_tables` and commit the result"
 
@@ -50,6 +48,18 @@ def test_a_recorded_local_adapter_is_named_by_its_shipped_name():
     assert rt.adapter_label(None) == "none (base model)"
 
 
+def test_a_gpu_check_result_renders():
+    data = {"status": "passed", "gpu": "NVIDIA H200", "vllm_version": "0.1", "model": {"name": "random llama"},
+            "adapter": "/x/synthgen/adapters/smollm2-135m-diffuse", "dtype": "bfloat16", "errors": [], "skipped": [],
+            "score": {"adapter": {"tasks": 3, "options": 30, "max_abs_diff": 0.01, "mean_abs_diff": 0.002,
+                                  "tolerance": {"max": 0.02, "mean": 0.02}, "passed": True, "conclusive": True,
+                                  "context_sensitivity": 1.5, "adapter_effect": 0.9}},
+            "biography": {"vllm": {"records": 64, "kept": 64, "fill_seconds": 2.0, "records_per_second": 32.0},
+                          "vllm_speedup": 4.0}}
+    text = "\n".join(rt.gpu_check(data))
+    assert "**passed**" in text and "`smollm2-135m-diffuse`" in text and "| vllm | 64 | 64 | 2.0 | 32.00 |" in text
+
+
 def test_stamp_records_the_command_and_the_adapters_digest(monkeypatch):
     from benchmarks._common import ROOT, stamp
 
@@ -65,9 +75,3 @@ def test_stamp_records_the_command_and_the_adapters_digest(monkeypatch):
     assert block["adapters"]["base"] == {"path": None, "sha256": None}
     assert stamp({}, args=["--tiny"])["provenance"]["command"].endswith("python benchmarks/engine.py --tiny")
 
-
-def test_the_readme_recipe_loads(tmp_path):
-    text = rt.README.read_text(encoding="utf-8")
-    recipe = re.search(r"## A first recipe\n\n```yaml\n(.*?)```", text, re.S).group(1)
-    (tmp_path / "pets.yaml").write_text(recipe, encoding="utf-8")
-    assert load_recipe(tmp_path / "pets.yaml").order == ("species", "age", "name")

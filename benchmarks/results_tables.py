@@ -99,7 +99,7 @@ def adapter_label(path: str | None) -> str:
         return f"`{match.group(1)}`"
     for local, shipped in LOCAL_ADAPTERS.items():
         if str(path).rstrip("/").endswith(local):
-            return f"`{local}`, shipped as `{shipped}`"
+            return f"`{local}` (shipped as `{shipped}`)"
     return f"`{path}`"
 
 

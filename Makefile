@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.synthgen-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# CPU build of torch first (it lies on disk here); pyproject's range then accepts it as is.
+	# torch first, pinned; pyproject's torch range then accepts it as is.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $(STAMP)

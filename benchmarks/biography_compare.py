@@ -3,8 +3,7 @@ unless ``--adapter DIR``) vs the base model.
 
 Generates the recipe twice (shipped adapter, and ``adapter none``) with the
 same seed and N, then writes per-field unique counts, normalised entropy, top-1
-share and valid rates side by side, with the ratios the issue asks for (unique
-first names, birth places, occupations).
+share and valid rates side by side, with the adapter-over-base ratio of unique values per field.
 
 ``--attributes-only`` drops the free-text ``biography`` field. The attribute
 values are then exactly those of the full recipe: every record's draws for a
@@ -14,7 +13,7 @@ biographies costs on a 2-core CPU.
 
     python benchmarks/biography_compare.py -n 1000 --attributes-only
     python benchmarks/biography_compare.py -n 1000 --attributes-only \
-        --adapter out/adapters/biography-tuned-4 --out benchmarks/results/biography_compare_recipe_tuned.json
+        --adapter smollm2-135m-biography --out benchmarks/results/biography_compare_recipe_tuned.json
 """
 
 from __future__ import annotations
@@ -22,15 +21,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.generate import generate
 from synthgen.recipe import load_recipe
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/biography_compare.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("gender", "first_name", "last_name", "birth_year", "birth_place", "occupation", "biography")
@@ -70,16 +71,12 @@ def main() -> None:
         }
     ratios = {f: runs["adapter"]["fields"][f]["unique"] / max(1, runs["base"]["fields"][f]["unique"])
               for f in FIELDS if f != "biography" and f in runs["base"]["fields"]}
-    result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "command": f"python benchmarks/biography_compare.py -n {args.n} --seed {args.seed}"
-                   + (" --attributes-only" if args.attributes_only else "")
-                   + (f" --adapter {args.adapter}" if args.adapter != "default" else ""),
+    result = stamp({
         "n": args.n,
         "seed": args.seed,
         "unique_ratio_adapter_over_base": ratios,
         "runs": runs,
-    }
+    }, adapters={"adapter": runs["adapter"]["adapter"]})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({"ratios": ratios, **{k: v["fields"] for k, v in runs.items()}}, indent=2))

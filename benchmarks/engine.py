@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +20,11 @@ import torch
 
 from synthgen.engines.scoring import naive_option_logprobs, option_logprobs
 from synthgen.engines.transformers import TransformersEngine
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/engine.py): its folder is on sys.path
+    from _common import stamp
 
 PROMPT = ("You are filling in a record for a synthetic dataset of fictional people. "
           "Choose a random English first name for a person, picked completely at random from all common names. "
@@ -45,8 +49,8 @@ def bench_score(engine, ks, repeats):
         options = names[:k]
         options_ids = engine.encode_options(engine.format_prompt(PROMPT), prompt_ids, options)
         with torch.inference_mode():
-            fast_t, fast = timed(lambda: option_logprobs(engine.model, prompt_ids, options_ids), repeats)
-            naive_t, naive = timed(lambda: naive_option_logprobs(engine.model, prompt_ids, options_ids), 1)
+            fast_t, fast = timed(lambda ids=options_ids: option_logprobs(engine.model, prompt_ids, ids), repeats)
+            naive_t, naive = timed(lambda ids=options_ids: naive_option_logprobs(engine.model, prompt_ids, ids), 1)
         rows.append({"k": k, "prompt_tokens": len(prompt_ids), "shared_s": fast_t, "naive_s": naive_t,
                      "speedup": naive_t / fast_t, "max_abs_diff": float((fast - naive).abs().max())})
         print(rows[-1], flush=True)
@@ -78,14 +82,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
     engine = TransformersEngine.load(None, adapter="none", device="cpu")
-    result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
+    result = stamp({
         "model": engine.model_name,
-        "torch": torch.__version__,
-        "command": "python benchmarks/engine.py",
         "score": bench_score(engine, [10, 100, 200], args.repeats),
         "generate": bench_generate(engine, [1, 16, 64], args.new_tokens),
-    }
+    })
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"written to {args.out}")

@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,11 +28,15 @@ from collections import Counter
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from synthgen.executors import EngineSpec, RayExecutor
 from synthgen.generate import generate
 from synthgen.recipe import RayOptions, load_recipe
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/executor_speed.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,12 +125,8 @@ def main() -> None:
             ray.shutdown()
         print(f"ray: {json.dumps(ray_run)}", file=sys.stderr)
         reference = frames[sizes[0]]
-        result = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads "
-                       f"(local runs)",
+        result = stamp({
             "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-            "command": (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else "")
-                       + "python benchmarks/executor_speed.py " + " ".join(sys.argv[1:]),
             "model": "tiny random llama (synthgen/testing.py)" if args.tiny else spec.model_name,
             "adapter": spec.adapter,
             "recipe": recipe.name,
@@ -147,7 +146,7 @@ def main() -> None:
                 **{f"local batch {size}": reference.equals(frames[size]) for size in sizes[1:]},
                 "ray": reference.equals(ray_frame),
             },
-        }
+        }, adapters={"adapter": spec.adapter})
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -31,20 +31,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.generate import FieldFiller, generate, make_records
 from synthgen.recipe import load_recipe
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/generate_speed.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/biography.yaml"
@@ -121,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     column_attrs = {json.dumps({f: r.get(f) for f in attrs}, sort_keys=True) for r in col_records}
     same_attrs = sum(json.dumps({f: r.get(f) for f in attrs}, sort_keys=True) in column_attrs for r in naive_records)
     memory = {n: peak_rss_child(n) for n in map(int, filter(None, args.memory.split(",")))}
-    result = {
-        "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-                    f"torch {torch.__version__}, load average at end {os.getloadavg()[0]:.1f}"),
-        "command": "python benchmarks/generate_speed.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+    result = stamp({
+        "load_average_at_end": os.getloadavg()[0],
         "adapter": engine.adapter_name,
         "column_wise": {"records": args.column, "generated": res.report["n_generated"],
                         "kept": res.report["n_kept"], "batch_size": recipe.batch_size, "seconds": col_s,
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "agreement": {"identical_records": same, "identical_attributes": same_attrs, "of": len(naive_records)},
         "peak_rss_mib_by_records": memory,
         "this_process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    }, adapters={"adapter": engine.adapter_name}, args=argv)
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

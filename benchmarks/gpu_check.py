@@ -47,12 +47,15 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/gpu_check.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "recipes/diffuse/tasks.jsonl"
@@ -147,9 +150,9 @@ def total_variation(a: list[float], b: list[float]) -> float:
 class Run:
     """Collects results, writes them after every stage, keeps the time budget."""
 
-    def __init__(self, args):
+    def __init__(self, args, argv=None):
         self.args, self.start = args, time.perf_counter()
-        self.result = {"command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
+        self.result = {**stamp({}, args=argv),
                        "tolerance_rule": f"max and mean of |vllm - hf_fp32| <= max({FLOOR}, {FACTOR} * the same "
                                          f"statistic of |hf_dtype - hf_fp32|); conclusive when context sensitivity "
                                          f"(and adapter effect) >= {MIN_SENSITIVITY} * mean tolerance",
@@ -214,7 +217,7 @@ def biography_rate(engine, n: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run = Run(args)
+    run = Run(args, argv)
     res = run.result
     import torch
 
@@ -268,13 +271,8 @@ def main(argv=None) -> int:
         res["errors"].append(f"vllm unavailable: {err}")
     if gpu:
         res["gpu"] = torch.cuda.get_device_name(0)
-    res.update(torch=torch.__version__, python=platform.python_version())
-    try:
-        import transformers
-
-        res["transformers_version"] = transformers.__version__
-    except ImportError:
-        pass
+    # the provenance again, now with the adapter's sha256 and the GPU in its machine line
+    res.update(stamp({}, adapters={"adapter": None if adapter == "none" else adapter}, args=argv))
     device = "cuda" if gpu else "cpu"
     dtype = getattr(torch, args.dtype)
     reference = run.stage("load_transformers_fp32", TransformersEngine.load, model, adapter, device=device,

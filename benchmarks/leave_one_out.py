@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +28,11 @@ from synthgen.engines.transformers import TransformersEngine
 from synthgen.training.audit import audit, summarize
 from synthgen.training.loop import load_config, train
 from synthgen.training.tasks import load_tasks
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/leave_one_out.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +79,6 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"{config.tasks}: no tasks of family {', '.join(unknown)}")
     out = Path(args.out)
-    command = "python benchmarks/leave_one_out.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     setup = {"config": str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve()
              .is_relative_to(ROOT) else args.config, "epochs": config.epochs, "preserve": config.preserve is not None,
              "samples": args.samples,
@@ -107,9 +109,7 @@ def main() -> None:
         rows.append(row)
         print(row_line(row), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"machine": f"{__import__('platform').machine()}, "
-                                   f"{__import__('torch').get_num_threads()} torch threads",
-                                   "command": command, "setup": setup, "rows": rows}, indent=2))
+        out.write_text(json.dumps(stamp({"setup": setup, "rows": rows}), indent=2))
     print(table(rows))
 
 

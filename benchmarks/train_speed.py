@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,11 @@ import torch
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.training.loop import LoraOptions, lora_model, task_loss
 from synthgen.training.tasks import load_tasks
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/train_speed.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,16 +92,14 @@ def main() -> None:
         naive_s += time.perf_counter() - start
         max_diff = max(max_diff, abs(float(loss) - naive))
         print(f"{t.id:<28} K={len(oids):<4} loss {float(loss):9.4f} naive {naive:9.4f}", flush=True)
-    result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "command": "python benchmarks/train_speed.py" + (f" --families {args.families}" if args.families else ""),
+    result = stamp({
         "tasks": len(tasks),
         "targets": sum(len(t.targets) for t in tasks),
         "shared_seconds_per_epoch": shared_s,
         "naive_seconds_per_epoch": naive_s,
         "speedup": naive_s / shared_s,
         "max_abs_loss_diff": max_diff,
-    }
+    })
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.recipe import load_recipe
+
+try:
+    from benchmarks._common import stamp
+except ImportError:  # run as a script (python benchmarks/unique_ceiling.py): its folder is on sys.path
+    from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/biography.yaml"
@@ -121,11 +122,13 @@ def main() -> None:
             idx = np.array([index[name] for name in names])
             cond = [(float(w), softmax(name_logp[g][idx])) for g, w in zip(genders, p_gender)]
             rows.append({"field": "first_name", "list": label, "options": len(names),
-                         "expected_unique": expected_unique(cond, args.n), "ideal_unique": ideal_unique(len(names), args.n)})
+                         "expected_unique": expected_unique(cond, args.n),
+                         "ideal_unique": ideal_unique(len(names), args.n)})
         rows.append({"field": "birth_place", "list": "recipe (data/cities.txt)", "options": len(cities),
                      "expected_unique": expected_unique([(1.0, p_city)], args.n),
                      "ideal_unique": ideal_unique(len(cities), args.n)})
-        results[adapter] = {"adapter": engine.adapter_name, "gender_distribution": dict(zip(genders, p_gender.tolist())),
+        results[adapter] = {"adapter": engine.adapter_name,
+                            "gender_distribution": dict(zip(genders, p_gender.tolist())),
                             "rows": rows, "seconds": time.perf_counter() - start}
         if args.n == measured.get(adapter, {}).get("n"):
             results[adapter]["measured_recipe_runs"] = measured[adapter]
@@ -153,10 +156,8 @@ def main() -> None:
                          f"birth_place {m['birth_place']} unique (recipe lists).")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "command": "python benchmarks/unique_ceiling.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "n": args.n, "census_file": str(CENSUS.relative_to(ROOT)), "results": results}, indent=2))
+    out.write_text(json.dumps(stamp({"n": args.n, "census_file": str(CENSUS.relative_to(ROOT)), "results": results},
+                                    adapters={a: r["adapter"] for a, r in results.items()}), indent=2))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import math
 import re
 from collections import Counter
@@ -74,6 +75,7 @@ class FieldSpec:
     use_adapter: bool = True
     description: str = ""
     depends_on: frozenset[str] = frozenset()
+    options_file: Path | None = None  # the file the options were read from, if any
 
     @property
     def uses_model(self) -> bool:
@@ -157,6 +159,27 @@ class Recipe:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        """Every file the records depend on: the recipe, its template files and options files."""
+        files = [self.path]
+        for spec in self.fields.values():
+            if spec.template is not None and spec.template.filename:
+                files.append(Path(spec.template.filename))
+            if spec.options_file is not None:
+                files.append(spec.options_file)
+        return tuple(dict.fromkeys(files))
+
+    def digest(self) -> str:
+        """sha256 over the contents of :attr:`source_files` (not their paths), so a resumed run
+        notices an edited template or options file, and the same recipe spelled by another
+        path is the same recipe."""
+        digest = hashlib.sha256()
+        for path in self.source_files:
+            data = path.read_bytes() if path.is_file() else b""
+            digest.update(len(data).to_bytes(8, "little") + data)
+        return digest.hexdigest()
 
     def with_overrides(self, count=None, seed=None, model=None, adapter=None, engine=None, executor=None,
                        concurrency=None) -> Recipe:
@@ -308,6 +331,8 @@ def _field(src: Path, name: object, raw: object, trust_paths: bool = False) -> F
         raise ConfigError(src, f"{key}.options", "a choice field needs 'options' or 'options_file'")
     if has_options:
         spec["options"], spec["weights"] = _options(src, key, raw, trust_paths)
+        if "options_file" in raw:
+            spec["options_file"] = src.parent / Path(raw["options_file"]).expanduser()
     elif kind in ("integer", "sample"):
         if "weights" in raw:
             raise ConfigError(src, f"{key}.weights", "weights need options; a range is uniform")
@@ -365,7 +390,8 @@ def _options(src: Path, key: str, raw: dict, trust_paths: bool) -> tuple[tuple[s
                                                        f"quote it ('{written}') to keep it as written")
     else:
         okey = f"{key}.options_file"
-        options, weights = _read_options_file(src, okey, string(src, okey, raw["options_file"]), trust_paths)
+        value = string(src, okey, raw["options_file"])
+        options, weights = _read_options_file(src, okey, value, trust_paths)
     if not options:
         raise ConfigError(src, okey, "empty options: expected at least one option")
     duplicates = sorted(o for o, n in Counter(options).items() if n > 1)

@@ -495,6 +495,9 @@ def _output(src: Path, value: object, fields: dict) -> dict:
     if "messages" not in value:
         return {}
     messages, key = value["messages"], "output.messages"
+    if "messages" in fields:
+        raise ConfigError(src, key, "the chat column 'messages' would replace the field of that name; "
+                                    "rename the field")
     if not isinstance(messages, dict):
         raise ConfigError(src, key, f"expected a mapping of role to field, got {show(messages)}")
     check_keys(src, key, messages, _MESSAGE_ROLES, key)

@@ -129,12 +129,26 @@ REFUSED = [
           kind: text
           template_inline: "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s }}{% endmacro %}{{ d('x', 60) }}"
         """, {}, "fields.q.template_inline", "would build"),
+
+
+    ("field_named_messages_with_chat_output", """\
+        messages:
+          kind: sample
+          options: [keep-me]
+        q:
+          kind: text
+          template_inline: "Ask something."
+        a:
+          kind: text
+          template_inline: "Answer {{ q }}"
+        """, {}, "output.messages", "rename the field"),
 ]
+TOP = {"field_named_messages_with_chat_output": "output:\n  messages: {user: q, assistant: a}\n"}
 
 
 @pytest.mark.parametrize("case, fields, files, key, words", REFUSED, ids=[row[0] for row in REFUSED])
 def test_recipe_is_refused_with_file_and_key(tmp_path, case, fields, files, key, words):
-    recipe = write_tree(tmp_path, fields.replace("{tmp}", str(tmp_path)), files)
+    recipe = write_tree(tmp_path, fields.replace("{tmp}", str(tmp_path)), files, top=TOP.get(case, ""))
     start = time.monotonic()
     with pytest.raises(ConfigError) as info:
         load_recipe(recipe)

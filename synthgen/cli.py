@@ -68,38 +68,38 @@ def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
 
 
 # ---------------------------------------------------------------------- train
-@cli.command()
+@cli.command("train")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.option("--from-recipe", "recipe", type=click.Path(path_type=Path), default=None,
               help="Build the training tasks from this recipe's choice and integer fields "
                    "(its prompts, options and weights); CONFIG is then optional.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the adapter (safetensors), training.json and tasks.jsonl.")
-def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
+def train_command(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
     """Train a diffuse LoRA adapter from a training config (YAML) and/or a recipe."""
     from tqdm import tqdm
 
-    from synthgen.training import loop as training
+    from synthgen.training.config import command_config
+    from synthgen.training.loop import train
 
     if config is None and recipe is None:
         raise click.UsageError("give a training CONFIG, --from-recipe RECIPE, or both")
-    cfg = training.load_config(config) if config is not None else training.recipe_config(recipe)
-    if config is not None and recipe is not None:
-        cfg.tasks, cfg.recipe = None, str(recipe)
-    tasks = training.config_tasks(cfg)
-    if cfg.balance_families:
-        tasks = training.balanced(tasks)
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch: one bar, one message
-    bar = tqdm(total=cfg.epochs * len(tasks), unit="task", desc="train", dynamic_ncols=True, disable=not main_process)
+    bars: list[tqdm] = []
+
+    def on_start(info: dict) -> None:
+        bars.append(tqdm(total=info["total_tasks"], unit="task", desc="train", dynamic_ncols=True,
+                         disable=not main_process))
 
     def on_step(info: dict) -> None:
-        bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
-        bar.update(1)
+        bars[0].set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
+        bars[0].update(1)
 
     try:
-        result = training.train(cfg, out_dir, on_step=on_step)
+        result = train(command_config(config, recipe), out_dir, on_step=on_step, on_start=on_start)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     if not main_process:
         return
     click.echo(
@@ -143,13 +143,13 @@ def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, sa
     selected = [f.strip() for f in families.split(",")] if families else None
     if recipe is not None:
         from synthgen.recipe import load_recipe
-        from synthgen.training.recipe_tasks import recipe_tasks
+        from synthgen.training.recipe_tasks import tasks_from_recipe
 
         if prompts_per_field <= 0:
             raise click.BadParameter("must be a positive integer", param_hint="--prompts-per-field")
         loaded = load_recipe(recipe)
         model = model or loaded.model
-        tasks = recipe_tasks(loaded, prompts_per_field, prompt_seed).tasks
+        tasks = tasks_from_recipe(loaded, prompts_per_field, prompt_seed).tasks
         known = {t.family for t in tasks}
         for fam in selected or ():
             if fam not in known:

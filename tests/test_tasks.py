@@ -268,7 +268,8 @@ def test_shipped_suite():
     assert 100 <= len(tasks) <= 130
     assert not any("capital of France" in t.prompt for t in tasks)  # held out for the integration test
     preserve = (SUITE.parent / "preserve.txt").read_text(encoding="utf-8")
-    assert "What is the capital of" in preserve and "France" not in preserve.replace('"What is the capital of France?" is deliberately absent', "")
+    note = '"What is the capital of France?" is deliberately absent'
+    assert "What is the capital of" in preserve and "France" not in preserve.replace(note, "")
     assert sum(t.k for t in tasks) <= 6000
     assert by_id["first_names-any-a"].k >= 400
     assert by_id["first_names-female-a"].k >= 200 and by_id["first_names-male-a"].k >= 200

@@ -397,3 +397,13 @@ def test_shipped_training_configs_load(path):
 
     config = load_config(path)
     assert config_tasks(config)
+
+
+def test_docs_table_of_config_keys_is_up_to_date():
+    from synthgen.training.config import TABLE_END, TABLE_START, config_keys, markdown_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs/training.md").read_text(encoding="utf-8")
+    table = docs.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert table == markdown_table(), "run: python -m synthgen.training.config docs/training.md"
+    documented = [f"lora.{k}" for k in config_keys(LoraOptions)] + [k for k in config_keys(TrainConfig) if k != "lora"]
+    assert all(f"| `{k}` |" in table for k in documented)

@@ -154,7 +154,7 @@ class TrainConfig:
     preserve: str | None = _key(
         None, check=_path,
         help="Text file of ordinary prompts, one per line, on which the adapter is held close to the base model: "
-             "`preserve_weight` x KL(base ‖ adapter) along the base model's greedy reply, added to the loss.")
+             "`preserve_weight` × KL(base ‖ adapter) along the base model's greedy reply, added to the loss.")
     preserve_weight: float = _key(1.0, check=_non_negative, help="Weight of the preserve term.")
     preserve_tokens: int = _key(32, check=_count, help="Length (tokens) of the base model's reply to each "
                                                       "preserve prompt.")
@@ -170,7 +170,8 @@ class TrainConfig:
         default_factory=list, check=_families,
         help="Families whose answers are an open set (names, cities): they stop training once their epoch loss is "
              "within (1 + `gamma`) of the optimum, so the model does not learn to say only the listed targets.")
-    epochs: int = _key(20, check=_count, help="Most epochs (passes over the tasks still training).")
+    epochs: int = _key(20, check=_count, help="At most this many epochs (passes over the tasks of the families "
+                                                  "still training).")
     lr: float = _key(1e-3, check=_non_negative, help="AdamW learning rate.")
     lr_schedule: str = _key("cosine", check=_schedule,
                            help="`cosine` (decays to 0 over the steps of all `epochs`) or `constant`.")
@@ -182,8 +183,8 @@ class TrainConfig:
         0.02, check=_non_negative,
         help="Early-stopping slack of the other families: within (1 + `tol`) of the optimum; a family of "
              "one-answer tasks (optimum 0, e.g. facts) at a mean loss of at most `tol` nats per task.")
-    seed: int = _key(0, check=_integer, help="Seed of the LoRA initialisation, the task order and the target "
-                                            "samples.")
+    seed: int = _key(0, check=_integer, help="Seed of the LoRA initialisation, the task order, the target "
+                                            "samples and a recipe's prompts.")
     chunk_size: int = _key(256, check=_count, help="Targets scored in one batch on the shared prompt (memory only; "
                                                   "the loss is the same).")
     max_targets_per_step: int | None = _key(

@@ -233,6 +233,13 @@ def audit_tasks(tasks_file: str | Path | None = None, recipe: str | Path | None 
     return tasks, loaded.model
 
 
+def _counter(on_progress: Callable[[str, int, int], None], label: str, total: int) -> Callable[[Task], None]:
+    """Report 0 of ``total`` tasks of ``label`` now, and a callback reporting each one done."""
+    on_progress(label, 0, total)
+    done = itertools.count(1)
+    return lambda _task: on_progress(label, next(done), total)
+
+
 @dataclass
 class AuditRun:
     """What :func:`run_audit` produced."""
@@ -287,18 +294,11 @@ def run_audit(tasks_file: str | Path | None = None, *, recipe: str | Path | None
     runs = {"adapter": str(adapter_path)} if adapter_path else {}
     if compare or not adapter_path:
         runs = {"base": "none", **runs}
-
-    def progress(label: str) -> Callable[[Task], None] | None:
-        if on_progress is None:
-            return None
-        on_progress(label, 0, len(tasks))
-        done = itertools.count(1)
-        return lambda _task: on_progress(label, next(done), len(tasks))
-
     reports, shares = {}, {}
     for label, which in runs.items():
         engine = TransformersEngine.load(model, adapter=which)
-        reports[label], shares[label] = _audit(engine, tasks, samples, seed, 16, progress(label))
+        on_task = _counter(on_progress, label, len(tasks)) if on_progress else None
+        reports[label], shares[label] = _audit(engine, tasks, samples, seed, 16, on_task)
     report = dict(reports[list(runs)[-1]])
     if compare and len(reports) > 1:
         report["baseline"] = reports["base"]

@@ -161,6 +161,8 @@ def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter], total_step
 # ------------------------------------------------------------------ the loop
 @dataclass
 class TrainResult:
+    """What :func:`train` returns (losses in nats, summed over the tasks)."""
+
     out_dir: Path
     epochs_run: int
     final_loss: float
@@ -273,6 +275,22 @@ def _end_epoch(config: TrainConfig, epoch: int, tasks: list[Task], order: list[T
     return record
 
 
+def _train_epochs(run: _Run, tasks: list[Task], optimum: dict[str, float],
+                  on_step: Callable[[dict], None] | None) -> tuple[list[dict], bool]:
+    """Epochs until every family has stopped or ``epochs`` have run; returns each
+    epoch's record and whether every family stopped."""
+    active = {t.family for t in tasks}
+    epochs: list[dict] = []
+    for epoch in range(1, run.config.epochs + 1):
+        order = [t for t in tasks if t.family in active]
+        run.rng.shuffle(order)  # the same order on every process (same seed)
+        fam_loss = _run_epoch(run, epoch, order, active, optimum, on_step)
+        epochs.append(_end_epoch(run.config, epoch, tasks, order, optimum, fam_loss, active))
+        if not active:
+            break
+    return epochs, not active
+
+
 def _save(run: _Run, out_dir: Path, model_name: str, tasks: list[Task], unique_tasks: list[Task],
           epochs: list[dict], result: TrainResult) -> None:
     """The adapter (safetensors), ``training.json`` and ``tasks.jsonl`` in ``out_dir``."""
@@ -348,17 +366,9 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
     optimizer, scheduler = _optimizer(config, params, total_steps)
     run = _Run(config, dist, model, params, optimizer, scheduler, encoded, weights, anchors, rng)
     optimum = {t.id: t.entropy() for t in tasks}
-    active = {t.family for t in tasks}
-    epochs: list[dict] = []
-    for epoch in range(1, config.epochs + 1):
-        order = [t for t in tasks if t.family in active]
-        rng.shuffle(order)  # the same order on every process (same seed)
-        fam_loss = _run_epoch(run, epoch, order, active, optimum, on_step)
-        epochs.append(_end_epoch(config, epoch, tasks, order, optimum, fam_loss, active))
-        if not active:
-            break
+    epochs, all_stopped = _train_epochs(run, tasks, optimum, on_step)
     result = TrainResult(out_dir, len(epochs), epochs[-1]["loss"] if epochs else 0.0, sum(optimum.values()),
-                         time.perf_counter() - start, not active)
+                         time.perf_counter() - start, all_stopped)
     if dist.main:  # process 0 saves; the others wait until it has
         _save(run, out_dir, engine.model_name, tasks, unique_tasks, epochs, result)
     dist.barrier()

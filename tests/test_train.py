@@ -297,8 +297,12 @@ def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
     suite = tmp_path / "four.jsonl"
     save_tasks(FOUR_TASKS, suite)
     common = dict(tasks=str(suite), model=str(tiny_model_dir), epochs=2, lr=1e-2, tol=0.0, lora=LoraOptions(rank=4))
-    train(TrainConfig(**common, tasks_per_step=2), tmp_path / "two")
+    started, stepped = [], []
+    train(TrainConfig(**common, tasks_per_step=2), tmp_path / "two", on_step=stepped.append, on_start=started.append)
     info = json.loads((tmp_path / "two" / "training.json").read_text())
+    # reported once before training: the size of the run without early stopping (tol 0: none here)
+    assert started == [{"epochs": 2, "tasks": 4, "total_tasks": 8, "total_steps": 4}]
+    assert len(stepped) == 8 and [s["step"] for s in stepped] == [h["step"] for h in info["steps"]]
     # 4 tasks, 2 per step: 2 optimizer steps per epoch, every task still logged once per epoch
     assert [h["step"] for h in info["steps"]] == [1, 1, 2, 2, 3, 3, 4, 4]
     assert sorted(h["task"] for h in info["steps"] if h["epoch"] == 1) == ["c", "d", "f", "n"]

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.training.audit import audit, summarize
-from synthgen.training.loop import load_config, train
+from synthgen.training.config import load_config
+from synthgen.training.loop import train
 from synthgen.training.tasks import load_tasks
 
 try:

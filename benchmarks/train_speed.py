@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from synthgen.engines.transformers import TransformersEngine
-from synthgen.training.loop import LoraOptions, lora_model, task_loss
+from synthgen.training.config import LoraOptions
+from synthgen.training.loop import lora_model, task_loss
 from synthgen.training.tasks import load_tasks
 
 try:

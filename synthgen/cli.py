@@ -68,38 +68,38 @@ def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
 
 
 # ---------------------------------------------------------------------- train
-@cli.command()
+@cli.command("train")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.option("--from-recipe", "recipe", type=click.Path(path_type=Path), default=None,
               help="Build the training tasks from this recipe's choice and integer fields "
                    "(its prompts, options and weights); CONFIG is then optional.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the adapter (safetensors), training.json and tasks.jsonl.")
-def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
+def train_command(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
     """Train a diffuse LoRA adapter from a training config (YAML) and/or a recipe."""
     from tqdm import tqdm
 
-    from synthgen.training import loop as training
+    from synthgen.training.config import command_config
+    from synthgen.training.loop import train
 
     if config is None and recipe is None:
         raise click.UsageError("give a training CONFIG, --from-recipe RECIPE, or both")
-    cfg = training.load_config(config) if config is not None else training.recipe_config(recipe)
-    if config is not None and recipe is not None:
-        cfg.tasks, cfg.recipe = None, str(recipe)
-    tasks = training.config_tasks(cfg)
-    if cfg.balance_families:
-        tasks = training.balanced(tasks)
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch: one bar, one message
-    bar = tqdm(total=cfg.epochs * len(tasks), unit="task", desc="train", dynamic_ncols=True, disable=not main_process)
+    bars: list[tqdm] = []
+
+    def on_start(info: dict) -> None:
+        bars.append(tqdm(total=info["total_tasks"], unit="task", desc="train", dynamic_ncols=True,
+                         disable=not main_process))
 
     def on_step(info: dict) -> None:
-        bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
-        bar.update(1)
+        bars[0].set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}")
+        bars[0].update(1)
 
     try:
-        result = training.train(cfg, out_dir, on_step=on_step)
+        result = train(command_config(config, recipe), out_dir, on_step=on_step, on_start=on_start)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     if not main_process:
         return
     click.echo(
@@ -109,7 +109,7 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------- audit
-@cli.command()
+@cli.command("audit")
 @click.argument("tasks_file", required=False, type=click.Path(path_type=Path))
 @click.option("--from-recipe", "recipe", type=click.Path(path_type=Path), default=None,
               help="Audit tasks built from a recipe's choice/integer fields instead of a task file.")
@@ -128,55 +128,39 @@ def train(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
               help="Also audit the base model and print both side by side.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the audit here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG here.")
-def audit(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, samples, seed, families, compare,
-          json_out, plot_out) -> None:
+def audit_command(tasks_file, recipe, prompts_per_field, prompt_seed, model, adapter, samples, seed, families, compare,
+                  json_out, plot_out) -> None:
     """Measure how diffuse a model is on a task file (or on a recipe's fields)."""
     from tqdm import tqdm
 
-    from synthgen.adapters import resolve_adapter
-    from synthgen.engines.transformers import TransformersEngine
-    from synthgen.training import audit as auditing
-    from synthgen.training.tasks import load_tasks
+    from synthgen.training.audit import run_audit
 
     if (tasks_file is None) == (recipe is None):
         raise click.UsageError("give a TASKS_FILE or --from-recipe RECIPE (one of them)")
+    if recipe is not None and prompts_per_field <= 0:
+        raise click.BadParameter("must be a positive integer", param_hint="--prompts-per-field")
     selected = [f.strip() for f in families.split(",")] if families else None
-    if recipe is not None:
-        from synthgen.recipe import load_recipe
-        from synthgen.training.recipe_tasks import recipe_tasks
+    bars: dict[str, tqdm] = {}
 
-        if prompts_per_field <= 0:
-            raise click.BadParameter("must be a positive integer", param_hint="--prompts-per-field")
-        loaded = load_recipe(recipe)
-        model = model or loaded.model
-        tasks = recipe_tasks(loaded, prompts_per_field, prompt_seed).tasks
-        known = {t.family for t in tasks}
-        for fam in selected or ():
-            if fam not in known:
-                raise SynthgenError(f"{recipe}: --families: no field {fam!r} to audit; it has: {', '.join(sorted(known))}")
-        tasks = [t for t in tasks if selected is None or t.family in selected]
-        if not tasks:
-            raise SynthgenError(f"{recipe}: fields: no choice or integer field to audit")
-    else:
-        tasks = load_tasks(tasks_file, families=selected)
-    adapter_path = resolve_adapter(adapter, model=model)
-    runs = {"adapter": str(adapter_path)} if adapter_path else {}
-    if compare or not adapter_path:
-        runs = {"base": "none", **runs}
-    reports, engines = {}, {}
-    for label, which in runs.items():
-        engine = TransformersEngine.load(model, adapter=which)
-        with tqdm(total=len(tasks), unit="task", desc=f"audit {label}", dynamic_ncols=True) as bar:
-            reports[label] = auditing.audit(engine, tasks, samples=samples, seed=seed, on_task=lambda _t: bar.update(1))
-        engines[label] = engine
-    click.echo(auditing.format_table(reports))
-    main_report = reports[list(runs)[-1]]
-    if compare and len(reports) > 1:
-        main_report = {**main_report, "baseline": reports["base"]}
-    if json_out:
-        click.echo(f"audit written to {auditing.write_json(main_report, json_out)}")
-    if plot_out:
-        click.echo(f"plot written to {auditing.plot(reports, tasks, engines, plot_out)}")
+    def on_progress(label: str, done: int, total: int) -> None:
+        if label not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[label] = tqdm(total=total, unit="task", desc=f"audit {label}", dynamic_ncols=True)
+        bars[label].update(done - bars[label].n)
+
+    try:
+        result = run_audit(tasks_file, recipe=recipe, families=selected, prompts_per_field=prompts_per_field,
+                           prompt_seed=prompt_seed, model=model, adapter=adapter, compare=compare, samples=samples,
+                           seed=seed, json_out=json_out, plot_out=plot_out, on_progress=on_progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(result.table)
+    if result.json_path:
+        click.echo(f"audit written to {result.json_path}")
+    if result.plot_path:
+        click.echo(f"plot written to {result.plot_path}")
 
 
 # ------------------------------------------------------------------- generate

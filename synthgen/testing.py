@@ -83,3 +83,19 @@ def build_tiny_model(path: Path, chat_template: bool = True, seed: int = 0) -> P
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def perturbed_lora(base_model, seed: int = 0, std: float = 0.05, rank: int = 4, alpha: int = 8):
+    """A fresh LoRA adapter (``rank``, ``alpha``) on ``base_model`` whose B matrices are
+    drawn from N(0, ``std``) instead of zero, so the adapter changes the outputs and
+    every LoRA weight gets a gradient; ``seed`` fixes both initialisations."""
+    from synthgen.training.config import LoraOptions
+    from synthgen.training.loop import lora_model
+
+    torch.manual_seed(seed)
+    model = lora_model(base_model, LoraOptions(rank=rank, alpha=alpha))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    return model

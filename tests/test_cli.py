@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from synthgen.cli import main
+from synthgen.io import sha256_file
 from synthgen.training.audit import EXACT_KEYS, SAMPLED_KEYS
 from synthgen.training.tasks import Task, save_tasks
 
@@ -106,6 +107,8 @@ def test_audit_base_model_writes_json_and_plot(tiny_model_dir, task_file, tmp_pa
     check_audit_report(report, str(tiny_model_dir))
     assert report["adapter"] is None
     assert "baseline" not in report  # nothing to compare with when the base model is audited
+    assert {"command", "git_commit", "versions", "machine", "date"} <= set(report["provenance"])
+    assert report["provenance"]["adapters"] == {}
     assert out_png.is_file() and out_png.stat().st_size > 0
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out_json) in out and str(out_png) in out
@@ -142,6 +145,9 @@ def test_train_then_audit_with_the_adapter(tiny_model_dir, task_file, tmp_path, 
     assert report["adapter"] == str(adapter)
     assert "baseline" in report  # --compare is on by default
     assert report["baseline"]["adapter"] is None
+    assert "provenance" not in report["baseline"]
+    weights = adapter / "adapter_model.safetensors"
+    assert report["provenance"]["adapters"]["adapter"] == {"path": str(adapter), "sha256": sha256_file(weights)}
     check_audit_report(report["baseline"], str(tiny_model_dir))
     # the adapter changed the model's distribution
     assert any(a["exact"] != b["exact"] for a, b in zip(report["tasks"], report["baseline"]["tasks"]))

@@ -11,8 +11,9 @@ import pytest
 from synthgen.cli import main
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.recipe import load_recipe
-from synthgen.training.loop import LoraOptions, TrainConfig, train
-from synthgen.training.recipe_tasks import recipe_tasks
+from synthgen.training.config import LoraOptions, TrainConfig
+from synthgen.training.loop import train
+from synthgen.training.recipe_tasks import tasks_from_recipe
 from synthgen.training.tasks import load_tasks
 
 RECIPE = """\
@@ -59,7 +60,7 @@ def recipe_file(tmp_path):
 
 def test_tasks_cover_closed_fields_with_the_recipes_prompts_and_weights(recipe_file):
     recipe = load_recipe(recipe_file)
-    built = recipe_tasks(recipe, prompts_per_field=5, seed=0)
+    built = tasks_from_recipe(recipe, prompts_per_field=5, seed=0)
     by_family: dict[str, list] = {}
     for task in built.tasks:
         by_family.setdefault(task.family, []).append(task)
@@ -85,7 +86,7 @@ def test_tasks_cover_closed_fields_with_the_recipes_prompts_and_weights(recipe_f
                 for y in range(1990, 2000)}
     assert {t.prompt for t in jobs} <= rendered
     # deterministic for a seed
-    again = recipe_tasks(recipe, prompts_per_field=5, seed=0)
+    again = tasks_from_recipe(recipe, prompts_per_field=5, seed=0)
     assert [t.prompt for t in again.tasks] == [t.prompt for t in built.tasks]
 
 
@@ -106,7 +107,7 @@ def test_upstream_values_follow_the_recipes_weights(tmp_path):
             options: [a, b]
     """), encoding="utf-8")
     recipe = load_recipe(path)
-    firsts = [recipe_tasks(recipe, prompts_per_field=1, seed=s).tasks[1].prompt for s in range(50)]
+    firsts = [tasks_from_recipe(recipe, prompts_per_field=1, seed=s).tasks[1].prompt for s in range(50)]
     assert firsts.count("Pick a small thing.") >= 40
 
 
@@ -140,8 +141,8 @@ def test_train_from_recipe_moves_the_distribution_to_the_recipes_weights(tiny_mo
 def test_cli_train_from_recipe_then_continue_from_that_adapter(tiny_model_dir, recipe_file, tmp_path, capsys):
     # --from-recipe alone: the recipe's model, the built-in recipe training defaults
     small = tmp_path / "small.yaml"
-    small.write_text(f"name: small\nmodel: {tiny_model_dir}\nfields:\n" + RECIPE.split("fields:\n")[1].split("  name:")[0],
-                     encoding="utf-8")
+    gender_only = RECIPE.split("fields:\n")[1].split("  name:")[0]
+    small.write_text(f"name: small\nmodel: {tiny_model_dir}\nfields:\n" + gender_only, encoding="utf-8")
     first = tmp_path / "first"
     code = main(["train", "--from-recipe", str(small), "-o", str(first)])
     _, err = capsys.readouterr()
@@ -188,7 +189,7 @@ def test_cli_audit_from_recipe_builds_the_recipes_tasks_with_another_prompt_seed
     assert code == 0, err
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["model"] == str(tiny_model_dir)  # the recipe's model
-    held_out = recipe_tasks(load_recipe(recipe), prompts_per_field=3, seed=1).tasks  # --prompt-seed defaults to 1
+    held_out = tasks_from_recipe(load_recipe(recipe), prompts_per_field=3, seed=1).tasks  # --prompt-seed defaults to 1
     expected = [t for t in held_out if t.family in ("gender", "name")]
     assert [t["id"] for t in report["tasks"]] == [t.id for t in expected]
     gender = next(t for t in report["tasks"] if t["family"] == "gender")

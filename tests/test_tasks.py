@@ -45,9 +45,9 @@ ERROR_CASES = {
     "missing-targets": (line(targets=...), "line 1: targets", "missing required key"),
     "missing-prompt": (line(prompt=...), "line 1: prompt", "missing required key"),
     "unknown-key": (line(target=["a"]), "line 1: target", "unknown key"),
-    "id-not-string": (line(id=7), "line 1: id", "expected a string, got int"),
-    "empty-family": (line(family=""), "line 1: family", "must not be empty"),
-    "empty-prompt": (line(prompt="   "), "line 1: prompt", "must not be empty"),
+    "id-not-string": (line(id=7), "line 1: id", "expected a non-empty string, got int 7"),
+    "empty-family": (line(family=""), "line 1: family", "expected a non-empty string, got str ''"),
+    "empty-prompt": (line(prompt="   "), "line 1: prompt", "expected a non-empty string"),
     "targets-not-list": (line(targets="a"), "line 1: targets", "expected a list of strings"),
     "empty-targets": (line(targets=[]), "line 1: targets", "must not be empty"),
     "target-not-string": (line(targets=["a", 3]), "line 1: targets", "item 1: expected a string"),
@@ -268,7 +268,8 @@ def test_shipped_suite():
     assert 100 <= len(tasks) <= 130
     assert not any("capital of France" in t.prompt for t in tasks)  # held out for the integration test
     preserve = (SUITE.parent / "preserve.txt").read_text(encoding="utf-8")
-    assert "What is the capital of" in preserve and "France" not in preserve.replace('"What is the capital of France?" is deliberately absent', "")
+    note = '"What is the capital of France?" is deliberately absent'
+    assert "What is the capital of" in preserve and "France" not in preserve.replace(note, "")
     assert sum(t.k for t in tasks) <= 6000
     assert by_id["first_names-any-a"].k >= 400
     assert by_id["first_names-female-a"].k >= 200 and by_id["first_names-male-a"].k >= 200

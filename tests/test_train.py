@@ -9,7 +9,9 @@ import torch
 from synthgen.engines.scoring import naive_option_logprobs
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import ConfigError
-from synthgen.training.loop import LoraOptions, TrainConfig, load_config, lora_model, task_loss, train
+from synthgen.testing import perturbed_lora
+from synthgen.training.config import LoraOptions, TrainConfig, load_config
+from synthgen.training.loop import task_loss, train
 from synthgen.training.tasks import Task, save_tasks
 
 TASKS = [
@@ -37,12 +39,7 @@ def _perturbed_lora_and_task(tiny_model_dir, task):
     """A LoRA model whose B matrices are moved away from zero (so the adapter changes
     the outputs and has gradients everywhere), the task encoded, its weights, the params."""
     engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
-    torch.manual_seed(0)
-    model = lora_model(engine.model, LoraOptions(rank=4, alpha=8))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    model = perturbed_lora(engine.model, seed=0, std=0.05)
     prompt_ids = engine.encode_prompt(task.prompt)
     encoded = (prompt_ids, engine.encode_options(engine.format_prompt(task.prompt), prompt_ids, task.targets))
     return model, encoded, torch.tensor(task.weights), [p for p in model.parameters() if p.requires_grad]
@@ -124,11 +121,16 @@ def test_training_moves_loss_toward_optimum(tiny_model_dir, suite, tmp_path):
 
 
 def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
-    # gamma so large that the first epoch already qualifies: training stops after one epoch.
-    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=5, gamma=100.0, tol=100.0,
+    # gamma so large that the open family (fruits) qualifies after the first epoch; tol 0,
+    # so the closed family (numbers) cannot: only fruits stops, numbers trains on.
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=2, gamma=100.0, tol=0.0,
                          open_families=["fruits"])
     result = train(config, tmp_path / "a")
-    assert result.epochs_run == 1 and result.stopped_early
+    epochs = json.loads((tmp_path / "a" / "training.json").read_text())["epochs"]
+    assert {fam: info["stopped"] for fam, info in epochs[0]["families"].items()} == {"fruits": True,
+                                                                                     "numbers": False}
+    assert list(epochs[1]["families"]) == ["numbers"]
+    assert result.epochs_run == 2 and not result.stopped_early
 
 
 @pytest.mark.parametrize(("loss", "optimum", "n", "slack", "done"), [
@@ -164,16 +166,20 @@ def test_one_answer_family_stops_at_its_per_task_tolerance(tiny_model_dir, tmp_p
         ("tasks: t.jsonl\nrecipe: r.yaml\n", "tasks", "exactly one of"),
         ("recipe: missing.yaml\n", "missing.yaml", "recipe file not found"),
         ("tasks: t.jsonl\ninit_adapter: 3\n", "init_adapter", "expected a path"),
-        ("tasks: t.jsonl\nprompts_per_field: 0\n", "prompts_per_field", "positive integer"),
+        ("tasks: t.jsonl\nprompts_per_field: 0\n", "prompts_per_field", "expected an integer >= 1, got int 0"),
         ("tasks: missing.jsonl\n", "tasks", "not found"),
-        ("tasks: t.jsonl\nepochs: 0\n", "epochs", "positive integer"),
-        ("tasks: t.jsonl\nlr: -1\n", "lr", "non-negative"),
+        ("tasks: t.jsonl\nepochs: 0\n", "epochs", "expected an integer >= 1, got int 0"),
+        ("tasks: t.jsonl\nlr: -1\n", "lr", "expected a number >= 0, got int -1"),
         ("tasks: t.jsonl\nlr_schedule: linear\n", "lr_schedule", "cosine"),
-        ("tasks: t.jsonl\nmax_targets_per_step: 0\n", "max_targets_per_step", "positive integer"),
+        ("tasks: t.jsonl\nmax_targets_per_step: 0\n", "max_targets_per_step", "expected an integer >= 1"),
         ("tasks: t.jsonl\nrenormalize: yes please\n", "renormalize", "true or false"),
         ("tasks: t.jsonl\nrenormalize: true\nmax_targets_per_step: 8\n", "renormalize", "every target"),
-        ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "positive integer"),
+        ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "expected an integer >= 1"),
         ("tasks: t.jsonl\nlora: {ranks: 4}\n", "lora.ranks", "unknown key"),
+        ("tasks: t.jsonl\nlora: {dropout: 1.5}\n", "lora.dropout", "expected a number >= 0 and <= 1"),
+        ("tasks: t.jsonl\nlora: {target_modules: []}\n", "lora.target_modules", "at least one module"),
+        ("tasks: t.jsonl\nlora: 4\n", "lora", "expected a mapping"),
+        ("tasks: null\n", "tasks", "exactly one of"),
         ("tasks: t.jsonl\nopen_families: [nope]\n", "open_families", "unknown family"),
         ("tasks: t.jsonl\nfamilies: [nope]\n", "", "nope"),
         ("tasks: [unclosed\n", "", "invalid YAML"),
@@ -184,7 +190,7 @@ def test_bad_config_is_a_clear_error(tmp_path, suite, text, key, message):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
     path = write_config(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        from synthgen.training.loop import config_tasks
+        from synthgen.training.config import config_tasks
 
         config_tasks(load_config(path))
     assert str(path) in str(err.value) or "recipe file not found" in str(err.value)
@@ -291,8 +297,12 @@ def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
     suite = tmp_path / "four.jsonl"
     save_tasks(FOUR_TASKS, suite)
     common = dict(tasks=str(suite), model=str(tiny_model_dir), epochs=2, lr=1e-2, tol=0.0, lora=LoraOptions(rank=4))
-    train(TrainConfig(**common, tasks_per_step=2), tmp_path / "two")
+    started, stepped = [], []
+    train(TrainConfig(**common, tasks_per_step=2), tmp_path / "two", on_step=stepped.append, on_start=started.append)
     info = json.loads((tmp_path / "two" / "training.json").read_text())
+    # reported once before training: the size of the run without early stopping (tol 0: none here)
+    assert started == [{"epochs": 2, "tasks": 4, "total_tasks": 8, "total_steps": 4}]
+    assert len(stepped) == 8 and [s["step"] for s in stepped] == [h["step"] for h in info["steps"]]
     # 4 tasks, 2 per step: 2 optimizer steps per epoch, every task still logged once per epoch
     assert [h["step"] for h in info["steps"]] == [1, 1, 2, 2, 3, 3, 4, 4]
     assert sorted(h["task"] for h in info["steps"] if h["epoch"] == 1) == ["c", "d", "f", "n"]
@@ -303,10 +313,10 @@ def test_tasks_per_step_averages_the_tasks_gradients(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize(("text", "key", "message"), [
-    ("tasks: t.jsonl\ntasks_per_step: 0\n", "tasks_per_step", "positive integer"),
+    ("tasks: t.jsonl\ntasks_per_step: 0\n", "tasks_per_step", "expected an integer >= 1"),
     ("tasks: t.jsonl\ndevice: tpu\n", "device", "'auto', 'cpu'"),
     ("tasks: t.jsonl\nbalance_families: 2\n", "balance_families", "true or false"),
-    ("tasks: t.jsonl\npreserve_every: 0\n", "preserve_every", "positive integer"),
+    ("tasks: t.jsonl\npreserve_every: 0\n", "preserve_every", "expected an integer >= 1"),
 ])
 def test_data_parallel_config_errors(tmp_path, suite, text, key, message):
     (tmp_path / "t.jsonl").write_text(suite.read_text())
@@ -365,7 +375,7 @@ def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_s
 
 
 def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp_path):
-    from synthgen.training.loop import balanced
+    from synthgen.training.config import balanced
     from synthgen.training.tasks import load_tasks
 
     three = FOUR_TASKS[:2] + [Task(id="n2", family="numbers", prompt="Choose a number from 1 to 10.",
@@ -387,7 +397,17 @@ def test_balance_families_repeats_the_smaller_families_tasks(tiny_model_dir, tmp
                          ids=lambda p: p.name)
 def test_shipped_training_configs_load(path):
     # every committed training config parses, validates and builds its tasks
-    from synthgen.training.loop import config_tasks
+    from synthgen.training.config import config_tasks
 
     config = load_config(path)
     assert config_tasks(config)
+
+
+def test_docs_table_of_config_keys_is_up_to_date():
+    from synthgen.training.config import TABLE_END, TABLE_START, config_keys, markdown_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs/training.md").read_text(encoding="utf-8")
+    table = docs.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert table == markdown_table(), "run: python -m synthgen.training.config docs/training.md"
+    documented = [f"lora.{k}" for k in config_keys(LoraOptions)] + [k for k in config_keys(TrainConfig) if k != "lora"]
+    assert all(f"| `{k}` |" in table for k in documented)

@@ -30,8 +30,11 @@ from synthgen.training.tasks import Task
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class RecipeTasks:
+    """The tasks built from a recipe, and the fields left without tasks."""
+
     tasks: list[Task]
     skipped: dict[str, str]  # field -> why it has no task
 
@@ -47,8 +50,9 @@ def ancestors(recipe: Recipe, name: str) -> set[str]:
     return seen
 
 
-def recipe_tasks(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
-    """Tasks for every closed-set field of ``recipe`` (see the module docstring)."""
+def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
+    """Tasks for every closed-set field of ``recipe`` (see the module docstring), and the
+    fields that get none with the reason."""
     rng = np.random.default_rng(seed)
     tasks: list[Task] = []
     skipped: dict[str, str] = {}

@@ -1,10 +1,14 @@
 """Task suites: a prompt and the set of valid replies the model should spread over.
 
-A task file is JSONL, one task per line (see the "Task file" contract in the design):
+A task file is JSONL, one task per line:
 
     {"id": "numbers-1-10-a", "family": "numbers", "prompt": "...", "targets": ["1", ...], "weights": null}
 
-``weights`` may be null or omitted (uniform). Every mistake in a file raises
+``prompt`` is the user message (wrapped in the model's chat template when it
+has one); a target is an exact reply, and a reply is valid when it equals a
+target after stripping surrounding whitespace. ``weights`` may be null or
+omitted (uniform). Other tools read and write this format, so it only grows:
+keys are added, never renamed. Every mistake in a file raises
 :class:`~synthgen.errors.ConfigError` naming the file, the line and the field.
 """
 
@@ -16,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthgen import _validate
 from synthgen.errors import ConfigError
 
 REQUIRED_KEYS = ("id", "family", "prompt", "targets")
@@ -83,32 +88,30 @@ def _normalise(weights, k: int) -> tuple[float, ...] | None:
     return tuple(w / total for w in values)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(obj: dict) -> tuple[str | None, str] | None:
-    """The first problem in one parsed line, as (field, message), or None."""
+def _check(path: Path, where: str, obj: dict) -> None:
+    """Raise a ConfigError (``path``, ``where: field``) for the first problem in one parsed line."""
     unknown = sorted(set(obj) - set(ALLOWED_KEYS))
     if unknown:
-        return unknown[0], f"unknown key; allowed keys are {', '.join(ALLOWED_KEYS)}"
+        raise ConfigError(path, f"{where}: {unknown[0]}", f"unknown key; allowed in a task: {', '.join(ALLOWED_KEYS)}")
     for key in REQUIRED_KEYS:
         if key not in obj:
-            return key, "missing required key"
+            raise ConfigError(path, f"{where}: {key}", "missing required key")
     for key in ("id", "family", "prompt"):
-        if not isinstance(obj[key], str):
-            return key, f"expected a string, got {type(obj[key]).__name__}"
-        if not obj[key].strip():
-            return key, "must not be empty"
-    targets = obj["targets"]
+        _validate.string(path, f"{where}: {key}", obj[key], non_empty=True)
+    problem = _targets_problem(obj["targets"]) or _weights_problem(obj.get("weights"), len(obj["targets"]))
+    if problem is not None:
+        raise ConfigError(path, f"{where}: {problem[0]}", problem[1])
+
+
+def _targets_problem(targets: object) -> tuple[str, str] | None:
     if not isinstance(targets, list):
-        return "targets", f"expected a list of strings, got {type(targets).__name__}"
+        return "targets", f"expected a list of strings, got {_validate.show(targets)}"
     if not targets:
         return "targets", "must not be empty"
     seen: set[str] = set()
     for i, target in enumerate(targets):
         if not isinstance(target, str):
-            return "targets", f"item {i}: expected a string, got {type(target).__name__}"
+            return "targets", f"item {i}: expected a string, got {_validate.show(target)}"
         bare = target.strip()
         if not bare:
             return "targets", f"item {i}: empty target"
@@ -121,16 +124,19 @@ def _check(obj: dict) -> tuple[str | None, str] | None:
                 f"item {i}: target {target!r} has surrounding whitespace "
                 "(replies are compared after stripping, so it could never match)"
             )
-    weights = obj.get("weights")
+    return None
+
+
+def _weights_problem(weights: object, k: int) -> tuple[str, str] | None:
     if weights is None:
         return None
     if not isinstance(weights, list):
-        return "weights", f"expected null or a list of numbers, got {type(weights).__name__}"
-    if len(weights) != len(targets):
-        return "weights", f"has {len(weights)} values but there are {len(targets)} targets"
+        return "weights", f"expected null or a list of numbers, got {_validate.show(weights)}"
+    if len(weights) != k:
+        return "weights", f"has {len(weights)} values but there are {k} targets"
     for i, w in enumerate(weights):
-        if not _is_number(w):
-            return "weights", f"item {i}: expected a number, got {type(w).__name__}"
+        if not _validate.is_number(w):
+            return "weights", f"item {i}: expected a number, got {_validate.show(w)}"
         try:
             finite = math.isfinite(float(w))
         except OverflowError:
@@ -192,10 +198,7 @@ def load_tasks(
             raise ConfigError(path, where, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise ConfigError(path, where, f"expected a JSON object, got {type(obj).__name__}")
-        problem = _check(obj)
-        if problem is not None:
-            field, message = problem
-            raise ConfigError(path, f"{where}: {field}", message)
+        _check(path, where, obj)
         if obj["id"] in first_line:
             raise ConfigError(
                 path, f"{where}: id",

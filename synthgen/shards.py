@@ -35,7 +35,7 @@ from synthgen.provenance import adapter_digest
 from synthgen.recipe import FieldSpec, Recipe
 
 __all__ = ["ALIVE", "INDEX", "RunOutput", "drawn_column", "field_dtype", "merge_shards", "pending_indices",
-           "prepare_out_dir", "run_fingerprint", "shard_frame", "write_shard"]
+           "prepare_out_dir", "run_fingerprint", "shard_files", "shard_frame", "write_shard"]
 
 INDEX, ALIVE = "_index", "_alive"
 SEEDING = "per-record-v1"  # how record i's randomness is derived; runs seeded otherwise cannot be resumed

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from synthgen.engines.transformers import TransformersEngine
+from synthgen.executors import LocalExecutor
 from synthgen.generate import generate
 from synthgen.recipe import load_recipe
 
@@ -58,7 +59,7 @@ def main() -> None:
         out = Path(args.out_dir) / run_dir
         start = time.perf_counter()
         engine = TransformersEngine.load(recipe.model, adapter=adapter, device="cpu")
-        rep = generate(recipe, out, engine, resume=True).report
+        rep = generate(recipe, out, executor=LocalExecutor(engine), resume=True).report
         runs[label] = {
             "adapter": engine.adapter_name,
             "wall_seconds": time.perf_counter() - start,

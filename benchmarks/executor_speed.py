@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synthgen.executors import EngineSpec, RayExecutor
+from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor
 from synthgen.generate import generate
 from synthgen.recipe import RayOptions, load_recipe
 
@@ -67,10 +67,10 @@ def agreement(a: pl.DataFrame, b: pl.DataFrame) -> float:
     return sum((rows_a & rows_b).values()) / max(len(a), len(b), 1)
 
 
-def timed_run(recipe, out: Path, engine, executor) -> tuple[dict, pl.DataFrame]:
+def timed_run(recipe, out: Path, spec: EngineSpec, executor) -> tuple[dict, pl.DataFrame]:
     start = time.perf_counter()
-    built = engine.build() if executor == "local" else engine  # local: model load counted in the run
-    report = generate(recipe, out, built, executor=executor).report
+    executor = LocalExecutor() if executor == "local" else executor  # local: model load counted in the run
+    report = generate(recipe, out, spec, executor=executor).report
     seconds = time.perf_counter() - start
     records = pl.read_parquet(out / "records.parquet")
     return {"seconds": seconds, "n_generated": report["n_generated"], "n_kept": report["n_kept"],

@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 
 from synthgen.engines.transformers import TransformersEngine
-from synthgen.generate import FieldFiller, generate, make_records
+from synthgen.executors import LocalExecutor
+from synthgen.fill import FieldFiller, make_records
+from synthgen.generate import generate
 from synthgen.recipe import load_recipe
 
 try:
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = TransformersEngine.load(recipe.model, adapter="default", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        res = generate(recipe.with_overrides(count=args.column), Path(tmp) / "col", engine)
+        res = generate(recipe.with_overrides(count=args.column), Path(tmp) / "col", executor=LocalExecutor(engine))
         col_s = time.perf_counter() - start
         col_records = [json.loads(line) for line in (Path(tmp) / "col" / "records.jsonl").read_text().splitlines()]
     col_rate = res.report["n_generated"] / col_s

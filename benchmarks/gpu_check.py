@@ -195,6 +195,7 @@ def score_tasks(engine, tasks, use_adapter, run: Run) -> list[list[float]]:
 
 
 def biography_rate(engine, n: int) -> dict:
+    from synthgen.executors import LocalExecutor
     from synthgen.generate import generate
     from synthgen.recipe import load_recipe
 
@@ -203,7 +204,7 @@ def biography_rate(engine, n: int) -> dict:
     engine.generate(["Pick a fruit."], max_new_tokens=4, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        res = generate(recipe, Path(tmp) / "out", engine)
+        res = generate(recipe, Path(tmp) / "out", executor=LocalExecutor(engine))
         wall = time.perf_counter() - t
     report = res.report
     seconds = report["timing"]["seconds"]

@@ -170,7 +170,8 @@ def audit_command(tasks_file, recipe, prompts_per_field, prompt_seed, model, ada
 @click.option("--seed", type=int, default=None, help="Seed (default: the recipe's seed).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
-@click.option("--adapter", default=None, help="Adapter directory, 'default' or 'none' (default: the recipe's, else the shipped one).")
+@click.option("--adapter", default=None,
+              help="Adapter directory, 'default' or 'none' (default: the recipe's, else the shipped one).")
 @click.option("--resume", is_flag=True, help="Continue a run in OUT after an interruption.")
 @click.option("--engine", default=None, help="What runs the model: transformers or vllm (default: the recipe's, "
                                              "else transformers).")
@@ -181,27 +182,17 @@ def audit_command(tasks_file, recipe, prompts_per_field, prompt_seed, model, ada
 def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, executor, concurrency) -> None:
     """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from synthgen import generate as gen
-    from synthgen.executors import EngineSpec
+    from synthgen.generate import generate as run_generate
     from synthgen.recipe import load_recipe
 
     if count is not None and count <= 0:
         raise click.BadParameter("must be a positive integer", param_hint="-n/--count")
     recipe = load_recipe(recipe_file).with_overrides(count=count, seed=seed, model=model, adapter=adapter,
                                                      engine=engine, executor=executor, concurrency=concurrency)
-    needs_model = any(f.kind != "sample" for f in recipe.fields.values())
-    spec = EngineSpec.for_recipe(recipe) if needs_model else None
-    if spec is not None:
-        click.echo(f"engine: {spec.name}  model: {spec.model_name}  adapter: {spec.adapter or 'none'}  "
-                   f"executor: {recipe.executor}", err=True)
-    # the local executor loads the model here once; the Ray executor's actors each build their own
-    runner = spec.build() if spec is not None and recipe.executor == "local" else spec
-    with tqdm(total=recipe.count, unit="rec", desc="generate", dynamic_ncols=True) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
-        result = gen.generate(recipe, out_dir, runner, resume=resume, on_progress=progress)
+    with logging_redirect_tqdm(), tqdm(total=recipe.count, unit="rec", desc="generate", dynamic_ncols=True) as bar:
+        result = run_generate(recipe, out_dir, resume=resume, on_progress=lambda done, _: bar.update(done - bar.n))
     rep = result.report
     click.echo(
         f"{rep['n_kept']} records kept of {rep['n_requested']} requested "

@@ -3,18 +3,18 @@
 The engine says *what* runs the model (transformers, vLLM); the executor says
 *where* the column-wise job runs. Both make the same records for the same seed,
 because every record's randomness derives from (run seed, record index, field)
-(:mod:`synthgen.generate`).
+(:mod:`synthgen.seeding`), and both write the same shards and resume the same
+way (:mod:`synthgen.shards`).
 
-* :class:`LocalExecutor` (``local``): shards of ``batch_size`` records, filled
-  one after the other in this process with one loaded engine; each finished
-  shard is written as ``shards/shard-NNNNN.jsonl`` (+ ``.meta.json``).
+* :class:`LocalExecutor` (``local``): batches of ``recipe.batch_size`` records,
+  filled one after the other in this process with one engine (built from the
+  :class:`EngineSpec` once and cached, or handed in already loaded); each batch
+  is written as one shard, so an interruption loses at most one batch.
 * :class:`RayExecutor` (``ray``): the records flow as a ``ray.data`` dataset of
   record indices; each field is one ``map_batches`` stage, over a pool of actors
-  that each build an engine from an :class:`EngineSpec` (model loaded once per
+  that each build an engine from the :class:`EngineSpec` (model loaded once per
   actor) for model fields, over plain tasks for ``sample`` fields. The driver
-  streams the finished blocks into ``shards/part-<first index>.parquet``
-  (atomically, so ``--resume`` only regenerates the indices no shard holds);
-  dedup and the report then run on the merged shards with polars.
+  streams the finished blocks into shards as they arrive.
 
 Ray is an optional dependency (``pip install 'synthgen[ray]'``), imported only
 when the Ray executor runs.
@@ -22,31 +22,30 @@ when the Ray executor runs.
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 from synthgen.adapters import resolve_adapter
 from synthgen.engines import create_engine
 from synthgen.errors import MissingDependencyError, SynthgenError
-from synthgen.generate import (
-    FieldFiller,
-    FieldStats,
+from synthgen.fill import FieldFiller, make_records
+from synthgen.recipe import RayOptions, Recipe
+from synthgen.shards import (
+    ALIVE,
+    INDEX,
     RunOutput,
+    drawn_column,
     field_dtype,
-    make_shard,
     merge_shards,
-    read_shard,
+    pending_indices,
+    shard_frame,
     write_shard,
 )
-from synthgen.io import atomic_write
-from synthgen.recipe import RayOptions, Recipe
 
 if TYPE_CHECKING:
     from synthgen.engines.base import Engine
@@ -61,7 +60,8 @@ Progress = Callable[[int, int], None] | None
 class EngineSpec:
     """How to build an engine where it will run: ``create_engine(name, model=, adapter=, **kwargs)``.
 
-    ``adapter`` is a resolved adapter directory, or None for the base model.
+    ``model``: a registered name, directory or hub id (None = the default model);
+    ``adapter``: a resolved adapter directory, or None for the base model.
     """
 
     name: str = "transformers"
@@ -76,10 +76,8 @@ class EngineSpec:
         return cls(recipe.engine, recipe.model, str(path) if path else None, kwargs)
 
     @classmethod
-    def of(cls, engine: Engine | EngineSpec) -> EngineSpec:
+    def from_engine(cls, engine: Engine) -> EngineSpec:
         """The spec of a loaded engine: the same engine name, model and adapter."""
-        if isinstance(engine, EngineSpec):
-            return engine
         return cls(engine.name, engine.model_name or None, engine.adapter_name)
 
     @property
@@ -88,9 +86,10 @@ class EngineSpec:
 
         return str(self.model or DEFAULT_MODEL)
 
-    @property
-    def adapter_name(self) -> str | None:
-        return self.adapter
+    def same_engine(self, other: EngineSpec) -> bool:
+        """Whether both specs build the same engine (the default model named or not)."""
+        return (self.name, self.model_name, self.adapter, self.kwargs) == \
+            (other.name, other.model_name, other.adapter, other.kwargs)
 
     def prepare(self) -> None:
         """Fetch / check the model once in the driver, so actors neither race to pull
@@ -104,7 +103,30 @@ class EngineSpec:
         return create_engine(self.name, model=self.model, adapter=self.adapter or "none", **self.kwargs)
 
 
-def get_executor(executor: str | LocalExecutor | RayExecutor, recipe: Recipe):
+# ------------------------------------------------------------------- protocol
+class Executor(Protocol):
+    """Where a run's records are made.
+
+    ``name`` is recorded in the run's fingerprint (a run is resumed with the
+    executor that started it).
+    """
+
+    name: str
+
+    def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
+            on_progress: Progress = None) -> RunOutput:
+        """Make records ``0 .. recipe.count-1`` and return them merged.
+
+        Writes the records as shards into ``shards_dir`` as they are made (the
+        format and the resume rule of :mod:`synthgen.shards`); with ``resume``,
+        makes only the indices no shard holds yet. ``engine_spec`` is None when
+        no field uses the model. ``on_progress(done, total)`` is called as
+        records are finished.
+        """
+        ...
+
+
+def get_executor(executor: str | Executor, recipe: Recipe) -> Executor:
     """An executor by name (options from the recipe), or the given executor object."""
     if not isinstance(executor, str):
         return executor
@@ -117,38 +139,53 @@ def get_executor(executor: str | LocalExecutor | RayExecutor, recipe: Recipe):
 
 # ---------------------------------------------------------------------- local
 class LocalExecutor:
-    """Shards of ``recipe.batch_size`` records, one after the other, in this process."""
+    """Batches of ``recipe.batch_size`` records, one after the other, in this process.
+
+    The engine is built from the run's :class:`EngineSpec` on first use and kept
+    for later runs with the same spec. A caller that already holds a loaded engine
+    hands it in, ``LocalExecutor(engine=loaded)``; :func:`synthgen.generate.generate`
+    given such an executor and no spec runs with that engine and records its spec
+    (:meth:`EngineSpec.from_engine`) in the run's fingerprint.
+    """
 
     name = "local"
 
-    def run(self, recipe: Recipe, engine: Engine | EngineSpec | None, shards_dir: Path, *, resume: bool,
+    def __init__(self, engine: Engine | None = None):
+        self._engine = engine
+        self._spec = EngineSpec.from_engine(engine) if engine is not None else None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine held (handed in or built by an earlier run), or None."""
+        return self._engine
+
+    def engine_for(self, spec: EngineSpec) -> Engine:
+        """The engine ``spec`` describes: the held one if it matches, else a new one (then held)."""
+        if self._spec is None or not self._spec.same_engine(spec):
+            log.debug("loading %s engine: model %s, adapter %s", spec.name, spec.model_name, spec.adapter or "none")
+            self._engine, self._spec = spec.build(), spec
+        return self._engine
+
+    def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
             on_progress: Progress = None) -> RunOutput:
-        if isinstance(engine, EngineSpec):
-            engine = engine.build()
-        filler = FieldFiller(engine)
+        """See :meth:`Executor.run`; one shard per batch of ``recipe.batch_size`` pending indices."""
         n = recipe.count
-        results, done = [], 0
-        for index in range(math.ceil(n / recipe.batch_size)):
-            size = min(recipe.batch_size, n - index * recipe.batch_size)
-            result = read_shard(shards_dir, index) if resume else None
-            if result is None:
-                result = make_shard(recipe, filler, index, size)
-                write_shard(shards_dir, index, result)
-            results.append(result)
-            done += size
-            if on_progress:
-                on_progress(done, n)
-        return merge_shards(recipe, results)
+        todo = pending_indices(shards_dir, n, resume)
+        done = n - len(todo)
+        if on_progress:
+            on_progress(done, n)
+        if todo:
+            filler = FieldFiller(self.engine_for(engine_spec) if engine_spec is not None else None)
+            for start in range(0, len(todo), recipe.batch_size):
+                batch = todo[start : start + recipe.batch_size]
+                write_shard(shards_dir, shard_frame(recipe, make_records(recipe, filler, batch)))
+                done += len(batch)
+                if on_progress:
+                    on_progress(done, n)
+        return merge_shards(recipe, shards_dir)
 
 
 # ------------------------------------------------------------------------ ray
-INDEX, ALIVE = "_index", "_alive"
-
-
-def drawn_column(name: str) -> str:
-    return f"_drawn_{name}"
-
-
 def fill_batch(batch, recipe: Recipe, name: str, filler: FieldFiller):
     """One ``map_batches`` call: fill field ``name`` for the live rows of an arrow batch.
 
@@ -199,6 +236,9 @@ def import_ray():
     return ray
 
 
+SAMPLE_TASK_CPUS = 0.1  # a sample field is a few microseconds per record
+
+
 class RayExecutor:
     """Records as a ``ray.data`` dataset, one ``map_batches`` stage per field.
 
@@ -214,33 +254,31 @@ class RayExecutor:
     def __init__(self, options: RayOptions | None = None):
         self.options = options or RayOptions()
 
-    def run(self, recipe: Recipe, engine: Engine | EngineSpec | None, shards_dir: Path, *, resume: bool,
+    def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
             on_progress: Progress = None) -> RunOutput:
+        """See :meth:`Executor.run`; one shard per block the dataset streams back."""
         ray = import_ray()
         n = recipe.count
-        done = shard_indices(shards_dir) if resume else set()
-        todo = [i for i in range(n) if i not in done]
+        todo = pending_indices(shards_dir, n, resume)
         if on_progress:
-            on_progress(len(done), n)
+            on_progress(n - len(todo), n)
         if todo:
-            spec = EngineSpec.of(engine) if engine is not None else None
-            if spec is not None:
-                spec.prepare()
+            if engine_spec is not None:
+                engine_spec.prepare()
             started = not ray.is_initialized()
             if started:
                 ray.init(address=self.options.address, include_dashboard=False, configure_logging=False)
             try:
-                self._stream(ray, recipe, spec, todo, shards_dir, len(done), on_progress)
+                self._stream(ray, recipe, engine_spec, todo, shards_dir, n - len(todo), on_progress)
             finally:
                 if started:
                     ray.shutdown()
-        return read_parquet_shards(recipe, shards_dir)
+        return merge_shards(recipe, shards_dir)
 
-    def _stream(self, ray, recipe: Recipe, spec: EngineSpec | None, todo: list[int], shards_dir: Path,
-                done: int, on_progress: Progress) -> None:
+    def _dataset(self, ray, recipe: Recipe, spec: EngineSpec | None, todo: list[int]):
+        """The lazy dataset: blocks of pending indices, then one ``map_batches`` stage per field."""
         import pyarrow as pa
 
-        ray.data.DataContext.get_current().enable_progress_bars = False
         opts = self.options
         size = opts.batch_size or recipe.batch_size
         blocks = [pa.table({INDEX: pa.array(todo[i : i + size], pa.int64()),
@@ -258,9 +296,17 @@ class RayExecutor:
             else:
                 ds = ds.map_batches(fill_sample_batch, fn_kwargs={"recipe": recipe, "name": name},
                                     batch_size=size, batch_format="pyarrow", num_cpus=SAMPLE_TASK_CPUS)
+        return ds
+
+    def _stream(self, ray, recipe: Recipe, spec: EngineSpec | None, todo: list[int], shards_dir: Path,
+                done: int, on_progress: Progress) -> None:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        ds = self._dataset(ray, recipe, spec, todo)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                write_parquet_shard(shards_dir, batch)
+                if not batch.num_rows:
+                    continue
+                write_shard(shards_dir, pl.from_arrow(batch))
                 done += batch.num_rows
                 if on_progress:
                     on_progress(done, recipe.count)
@@ -291,39 +337,3 @@ class RayExecutor:
                 f"({self.options.concurrency} per model field) at {wanted:g} CPUs each; "
                 "lower ray.concurrency / --concurrency or ray.num_cpus")
         return wanted
-
-
-SAMPLE_TASK_CPUS = 0.1  # a sample field is a few microseconds per record
-
-
-def write_parquet_shard(shards_dir: Path, batch) -> Path:
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    pq.write_table(batch, buffer)
-    first = min(batch.column(INDEX).to_pylist())
-    return atomic_write(shards_dir / f"part-{first:09d}.parquet", buffer.getvalue())
-
-
-def shard_indices(shards_dir: Path) -> set[int]:
-    """The record indices the finished parquet shards hold."""
-    files = sorted(shards_dir.glob("part-*.parquet"))
-    if not files:
-        return set()
-    return set(pl.scan_parquet(files).select(INDEX).collect()[INDEX].to_list())
-
-
-def read_parquet_shards(recipe: Recipe, shards_dir: Path) -> RunOutput:
-    """Merge the parquet shards with polars: valid records in index order, invalid count, counters."""
-    files = sorted(shards_dir.glob("part-*.parquet"))
-    schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
-    if not files:
-        return RunOutput(pl.DataFrame(schema=schema), 0, {name: FieldStats() for name in recipe.order})
-    df = pl.read_parquet(files).sort(INDEX)
-    if df[INDEX].n_unique() != len(df) or len(df) != recipe.count:
-        raise SynthgenError(f"{shards_dir}: the shards hold {df[INDEX].n_unique()} distinct of {len(df)} records, "
-                            f"expected {recipe.count} distinct")
-    stats = {name: FieldStats(drawn=int(df[drawn_column(name)].sum()), valid=int(df[name].is_not_null().sum()))
-             for name in recipe.order}
-    kept = df.filter(pl.col(ALIVE)).select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
-    return RunOutput(kept, int((~df[ALIVE]).sum()), stats)

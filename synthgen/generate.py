@@ -1,305 +1,112 @@
 """The main job (``synthgen generate``): recipe -> records -> dedup -> report.
 
-Column-wise: records are made in shards of ``batch_size``; inside a shard every
-field is filled for the whole batch before the next field, in the recipe's
-dependency order, each prompt rendered from the record so far.
-
-* ``choice`` / ``integer``: the engine scores every option after the prompt and
-  a value is drawn exactly from the renormalised distribution, so no invalid
-  value can appear (integer ranges wider than ``MAX_CLOSED_VALUES`` are sampled
-  as text and validated instead);
-* ``text``: sampled, validated (non-empty, length, pattern), retried; records
-  that still fail are dropped and counted;
-* ``sample``: drawn without the model.
-
-Per-record seeding: every random choice for record ``i`` and field ``f`` comes
-from a generator seeded by ``(run seed, i, stable id of f)`` (text fields: one
-engine seed per ``(run seed, i, f, attempt)``), so a record does not depend on
-the batch size, the sharding, the executor or the other fields, and a resumed
-run produces the same records as an uninterrupted one.
-
-Where the records are made is the executor's business (:mod:`synthgen.executors`:
-``local`` in this process, ``ray`` on a Ray cluster); both write shards under
-``shards/`` as they go, ``--resume`` skips finished ones, and the merged result
-goes through the same dedup and report here (:func:`finish`).
+The records are made column-wise (:mod:`synthgen.fill`) by an executor
+(:mod:`synthgen.executors`: ``local`` in this process, ``ray`` on a Ray
+cluster), which writes them as shards of a run directory as it goes
+(:mod:`synthgen.shards`: one format, resumed per record index). A record
+depends only on (run seed, record index, field), so the batch size, the
+executor and an interruption followed by ``--resume`` leave the records
+unchanged. The merged records then go through dedup and the report here
+(:func:`finish`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import io
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
 from synthgen.dedup import dedup
-from synthgen.errors import SynthgenError
+from synthgen.executors import EngineSpec, Executor, LocalExecutor, get_executor
 from synthgen.io import atomic_write
-from synthgen.provenance import adapter_digest
 from synthgen.recipe import FieldSpec, Recipe
 from synthgen.report import FieldInfo, build_report, write_report
-from synthgen.seeding import attempt_seed, record_rng
+from synthgen.shards import RunOutput, prepare_out_dir, run_fingerprint
 
-if TYPE_CHECKING:
-    from synthgen.engines.base import Engine
+__all__ = ["GenerateResult", "add_messages", "field_infos", "finish", "generate", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class FieldStats:
-    drawn: int = 0
-    valid: int = 0
 
-    def add(self, other: FieldStats) -> None:
-        self.drawn += other.drawn
-        self.valid += other.valid
-
-
-@dataclass
-class ShardResult:
-    records: list[dict]
-    invalid: int = 0
-    stats: dict[str, FieldStats] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ filling
-class FieldFiller:
-    """Fills one field for a batch of records with one engine.
-
-    A choice field's distribution depends only on its rendered prompt, and
-    column-wise many records share a prompt (the biography recipe's 1000
-    records ask 112 distinct ones), so distributions are kept in an LRU cache
-    of ``cache_size`` prompts (0 = score every record, the naive loop); the
-    records are the same either way.
-    """
-
-    def __init__(self, engine: Engine | None, cache_size: int = 4096):
-        self.engine = engine
-        self.cache_size = cache_size
-        self._scores: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self.score_calls = 0
-
-    def distribution(self, spec: FieldSpec, prompt: str, options: tuple[str, ...]) -> np.ndarray:
-        key = (spec.name, prompt)
-        if key in self._scores:
-            self._scores.move_to_end(key)
-            return self._scores[key]
-        logp = np.asarray(self.engine.score(prompt, list(options), use_adapter=spec.use_adapter), dtype=np.float64)
-        self.score_calls += 1
-        probs = np.exp(logp - logp.max())
-        probs /= probs.sum()
-        if self.cache_size > 0:
-            self._scores[key] = probs
-            if len(self._scores) > self.cache_size:
-                self._scores.popitem(last=False)
-        return probs
-
-    def fill(self, spec: FieldSpec, records: list[dict], indices: list[int], seed: int) -> tuple[list[bool], list[int]]:
-        """Set ``record[spec.name]`` for each record (``indices[k]`` is record ``k``'s index in
-        the run). Returns which records are valid and how many samples each one drew."""
-        if spec.kind == "sample":
-            for rec, index in zip(records, indices):
-                rec[spec.name] = spec.draw(record_rng(seed, index, spec.name))
-            return [True] * len(records), [1] * len(records)
-        options = spec.closed_values
-        if options is not None:
-            for rec, index in zip(records, indices):
-                probs = self.distribution(spec, spec.template.render(rec), options)
-                value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
-                rec[spec.name] = int(value) if spec.kind == "integer" else value
-            return [True] * len(records), [1] * len(records)
-        return self._free(spec, records, indices, seed)
-
-    def _free(self, spec: FieldSpec, records: list[dict], indices: list[int], seed: int) -> tuple[list[bool], list[int]]:
-        pending = list(range(len(records)))
-        ok, drawn = [False] * len(records), [0] * len(records)
-        for attempt in range(spec.retries + 1):
-            if not pending:
-                break
-            prompts = [spec.template.render(records[i]) for i in pending]
-            seeds = [attempt_seed(seed, indices[i], spec.name, attempt) for i in pending]
-            outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
-                                        max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
-                                        seed=seeds, use_adapter=spec.use_adapter)
-            still = []
-            for i, (text,) in zip(pending, outs):
-                value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)
-                drawn[i] += 1
-                if value is None:
-                    still.append(i)
-                else:
-                    records[i][spec.name] = value
-                    ok[i] = True
-            pending = still
-        return ok, drawn
-
-
-def make_records(recipe: Recipe, filler: FieldFiller, indices: list[int] | range) -> ShardResult:
-    """Make the records with these run indices, column-wise, in the recipe's field order."""
-    indices = list(indices)
-    records: list[dict] = [{} for _ in indices]
-    alive = list(range(len(indices)))
-    stats = {name: FieldStats() for name in recipe.order}
-    for name in recipe.order:
-        ok, drawn = filler.fill(recipe.fields[name], [records[i] for i in alive], [indices[i] for i in alive],
-                                recipe.seed)
-        stats[name].drawn += sum(drawn)
-        stats[name].valid += sum(ok)
-        alive = [i for i, good in zip(alive, ok) if good]
-    kept = [{name: records[i][name] for name in recipe.order} for i in alive]
-    return ShardResult(kept, len(indices) - len(alive), stats)
-
-
-def make_shard(recipe: Recipe, filler: FieldFiller, shard: int, size: int) -> ShardResult:
-    """Shard ``shard`` of ``recipe.batch_size`` records (the last one may be smaller)."""
-    first = shard * recipe.batch_size
-    return make_records(recipe, filler, range(first, first + size))
-
-
-# ------------------------------------------------------------------ run files
-SEEDING = "per-record-v1"  # how record i's randomness is derived; runs seeded otherwise cannot be resumed
-
-
-def run_fingerprint(recipe: Recipe, n: int, engine, executor: str = "local") -> dict:
-    """What a resumed run must share with the run it continues (``engine``: an Engine or an EngineSpec)."""
-    text = Path(recipe.path).read_bytes() if recipe.path else b""
-    return {
-        "recipe": str(recipe.path),
-        "recipe_sha256": hashlib.sha256(text).hexdigest(),
-        "n": n,
-        "seed": recipe.seed,
-        "batch_size": recipe.batch_size,
-        "model": getattr(engine, "model_name", None),
-        "adapter": getattr(engine, "adapter_name", None),
-        "adapter_sha256": adapter_digest(getattr(engine, "adapter_name", None)),
-        "engine": getattr(engine, "name", None),
-        "executor": executor,
-        "seeding": SEEDING,
-    }
-
-
-
-def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
-    shards = out_dir / "shards"
-    manifest = out_dir / "run.json"
-    if manifest.exists():
-        previous = json.loads(manifest.read_text(encoding="utf-8"))
-        if not resume:
-            raise SynthgenError(
-                f"{out_dir} already holds a run ({len(finished_shards(shards))} finished shards); "
-                "pass --resume to continue it or choose another output directory"
-            )
-        changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
-        if changed:
-            raise SynthgenError(f"cannot resume {out_dir}: the run was started with different {', '.join(changed)}")
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise SynthgenError(f"{out_dir} exists and is not a synthgen run directory; choose another output directory")
-    shards.mkdir(parents=True, exist_ok=True)
-    atomic_write(manifest, json.dumps(fingerprint, indent=2).encode("utf-8"))
-    return shards
-
-
-def finished_shards(shards: Path) -> list[Path]:
-    """The shard files of a run directory: ``shard-*.jsonl`` (local) or ``part-*.parquet`` (ray)."""
-    return sorted([*shards.glob("shard-*.jsonl"), *shards.glob("part-*.parquet")])
-
-
-def write_shard(shards: Path, index: int, result: ShardResult) -> None:
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
-    meta = {"invalid": result.invalid, "stats": {k: vars(v) for k, v in result.stats.items()}}
-    atomic_write(shards / f"shard-{index:05d}.meta.json", json.dumps(meta).encode("utf-8"))
-    atomic_write(shards / f"shard-{index:05d}.jsonl", body.encode("utf-8"))
-
-
-def read_shard(shards: Path, index: int) -> ShardResult | None:
-    data, meta = shards / f"shard-{index:05d}.jsonl", shards / f"shard-{index:05d}.meta.json"
-    if not (data.exists() and meta.exists()):
-        return None
-    info = json.loads(meta.read_text(encoding="utf-8"))
-    records = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
-    return ShardResult(records, info["invalid"], {k: FieldStats(**v) for k, v in info["stats"].items()})
-
-
-# ----------------------------------------------------------------- the job
 @dataclass
 class GenerateResult:
+    """A finished run: its directory, its report (the ``report.json`` dict) and the files written."""
+
     out_dir: Path
     report: dict
     files: list[Path]
 
 
-def field_infos(recipe: Recipe) -> list[FieldInfo]:
-    infos = []
-    for name in recipe.order:
-        spec = recipe.fields[name]
-        options, weights = spec.options, spec.weights
-        if spec.is_integer:
-            options, weights = tuple(str(v) for v in range(spec.min, spec.max + 1)), None
-        infos.append(FieldInfo(name=name, kind=spec.kind, options=options, weights=weights))
-    return infos
+def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None = None, *,
+             executor: str | Executor | None = None, resume: bool = False,
+             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
+    """Generate ``recipe.count`` records into ``out_dir``, deduplicate them and write the report.
 
+    Args:
+        recipe: A loaded recipe (:func:`synthgen.recipe.load_recipe`).
+        out_dir: The run directory: missing or empty for a new run, or the
+            directory of the run to continue with ``resume``.
+        engine_spec: The engine the model fields use, built where the executor
+            runs the model. None: the engine of a ``LocalExecutor(engine=...)``
+            passed as ``executor`` if it holds one (reuse a loaded engine this
+            way), else the recipe's engine, model and adapter
+            (:meth:`EngineSpec.for_recipe`). Ignored when no field uses the model.
+        executor: ``"local"``, ``"ray"``, an executor object, or None for the
+            recipe's ``executor``. The records do not depend on it.
+        resume: Continue the run in ``out_dir``: the records its shards hold are
+            kept and only the missing ones are made. The run must have been
+            started with the same recipe file, count, seed, model, adapter,
+            engine and executor.
+        on_progress: Called as ``on_progress(done, total)`` while records are made.
 
-def generate(recipe: Recipe, out_dir: str | Path, engine, *, resume: bool = False,
-             on_progress: Callable[[int, int], None] | None = None, executor=None) -> GenerateResult:
-    """Generate ``recipe.count`` records into ``out_dir`` and write the report.
+    Returns:
+        The run directory, the report and the files written: ``records.parquet``,
+        ``records.jsonl``, ``dataset/``, ``report.json``, ``report.md`` and plots.
 
-    ``engine``: a loaded :class:`Engine`, or an :class:`synthgen.executors.EngineSpec`
-    that the executor builds where the model runs (the Ray executor never ships a
-    loaded engine; given one, it loads the same model and adapter in its actors).
-    ``executor``: ``"local"``, ``"ray"``, an executor object, or None for the
-    recipe's ``executor``. The records depend on neither choice.
+    Raises:
+        SynthgenError: ``out_dir`` holds another run, or a run that cannot be resumed.
     """
-    from synthgen.executors import get_executor
-
     out_dir = Path(out_dir)
-    n = recipe.count
     runner = get_executor(recipe.executor if executor is None else executor, recipe)
-    needs_model = any(recipe.fields[f].kind != "sample" for f in recipe.order)
-    if needs_model and engine is None:
-        raise SynthgenError("this recipe has model fields but no engine was given")
-    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, n, engine, runner.name), resume)
+    spec = _engine_spec(recipe, engine_spec, runner)
+    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, spec, runner.name), resume)
+    if spec is not None:
+        log.info("engine: %s  model: %s  adapter: %s  executor: %s", spec.name, spec.model_name,
+                 spec.adapter or "none", runner.name)
     start = time.perf_counter()
-    output = runner.run(recipe, engine if needs_model else None, shards_dir, resume=resume, on_progress=on_progress)
-    seconds = time.perf_counter() - start
-    return finish(recipe, out_dir, output, n, seconds)
+    output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress)
+    return finish(recipe, out_dir, output, time.perf_counter() - start)
 
 
-@dataclass
-class RunOutput:
-    """What an executor hands back: the valid records in run-index order and the counters."""
-
-    records: pl.DataFrame
-    invalid: int
-    stats: dict[str, FieldStats]
-
-
-def field_dtype(spec: FieldSpec) -> pl.DataType:
-    """The column type of a field's values (the same for every executor)."""
-    return pl.Int64() if spec.is_integer else pl.String()
+def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> EngineSpec | None:
+    """The run's engine spec: None without model fields, else ``given``, a held engine's, or the recipe's."""
+    if not any(recipe.fields[name].uses_model for name in recipe.order):
+        return None
+    if given is not None:
+        return given
+    if isinstance(runner, LocalExecutor) and runner.engine is not None:
+        return EngineSpec.from_engine(runner.engine)
+    return EngineSpec.for_recipe(recipe)
 
 
-def records_frame(recipe: Recipe, records: list[dict]) -> pl.DataFrame:
-    schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
-    return pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
+def field_info(spec: FieldSpec) -> FieldInfo:
+    """What the report knows of a field: its valid values (integers: the whole range, as strings) and weights."""
+    if spec.is_integer:
+        return FieldInfo(name=spec.name, kind=spec.kind, options=tuple(str(v) for v in spec.known_values))
+    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights)
 
 
-def merge_shards(recipe: Recipe, results: list[ShardResult]) -> RunOutput:
-    stats = {name: FieldStats() for name in recipe.order}
-    for res in results:
-        for name, s in res.stats.items():
-            stats[name].add(s)
-    records = records_frame(recipe, [r for res in results for r in res.records])
-    return RunOutput(records, sum(res.invalid for res in results), stats)
+def field_infos(recipe: Recipe) -> list[FieldInfo]:
+    """:func:`field_info` of every field, in fill order."""
+    return [field_info(recipe.fields[name]) for name in recipe.order]
 
 
-def finish(recipe: Recipe, out_dir: Path, output: RunOutput, n: int, seconds: float) -> GenerateResult:
+def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:
     """Dedup and report the merged records of a run, and write every output file."""
     df = output.records
     result = dedup(df, keys=recipe.dedup_keys, near_dup_fields=recipe.near_dup_fields)
@@ -308,7 +115,7 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, n: int, seconds: fl
         kept.select(recipe.order) if len(kept) else result.df,
         field_infos(recipe),
         recipe=recipe.name,
-        n_requested=n,
+        n_requested=recipe.count,
         n_generated=len(df),
         removed={"invalid": output.invalid, "exact_duplicates": result.exact_duplicates,
                  "near_duplicates": result.near_duplicates},
@@ -331,13 +138,14 @@ def add_messages(df: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
 
 
 def write_outputs(df: pl.DataFrame, out_dir: Path) -> list[Path]:
+    """Write the kept records as ``records.parquet``, ``records.jsonl`` and a ``datasets`` directory."""
     import datasets
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    parquet, jsonl, dataset_dir = out_dir / "records.parquet", out_dir / "records.jsonl", out_dir / "dataset"
-    df.write_parquet(parquet.with_name("records.parquet.tmp"))
-    parquet.with_name("records.parquet.tmp").replace(parquet)
-    df.write_ndjson(jsonl.with_name("records.jsonl.tmp"))
-    jsonl.with_name("records.jsonl.tmp").replace(jsonl)
+    buffer = io.BytesIO()
+    df.write_parquet(buffer)
+    parquet = atomic_write(out_dir / "records.parquet", buffer.getvalue())
+    jsonl = atomic_write(out_dir / "records.jsonl", df.write_ndjson().encode("utf-8"))
+    dataset_dir = out_dir / "dataset"
     datasets.Dataset(df.to_arrow()).save_to_disk(str(dataset_dir))
     return [parquet, jsonl, dataset_dir]

@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 
 from synthgen.cli import main
-from synthgen.engines.transformers import TransformersEngine
 from synthgen.errors import ConfigError, MissingDependencyError, SynthgenError
 from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor, get_executor
 from synthgen.generate import generate
@@ -64,13 +63,12 @@ class Interrupt(Exception):
     pass
 
 
-def test_ray_matches_local_and_resumes(ray_cluster, recipe_path, tiny_model_dir, tmp_path):
+def test_ray_matches_local_and_resumes(ray_cluster, recipe_path, tiny_model_dir, tiny_engine, tmp_path):
     """A Ray run (2 actors per model field, 7 records per call) interrupted after its first
     shard and resumed from the CLI (1 actor per field) gives exactly the records,
-    dropped records and counters of an uninterrupted local run (8 per shard)."""
+    dropped records and counters of an uninterrupted local run (8 per shard), in the same shard format."""
     recipe = load_recipe(recipe_path).with_overrides(count=N)
-    local_engine = TransformersEngine.load(str(tiny_model_dir), adapter="none", device="cpu")
-    local = generate(recipe, tmp_path / "local", local_engine).report
+    local = generate(recipe, tmp_path / "local", executor=LocalExecutor(engine=tiny_engine)).report
 
     def stop_after_first_shard(done: int, total: int) -> None:
         if 0 < done < total:
@@ -78,11 +76,15 @@ def test_ray_matches_local_and_resumes(ray_cluster, recipe_path, tiny_model_dir,
 
     out = tmp_path / "ray"
     executor = RayExecutor(RayOptions(concurrency=2, batch_size=7))
-    # a loaded engine is accepted: the actors build their own from its spec (model + adapter)
+    # the actors build their own engines from the spec of the loaded one (model + adapter)
     with pytest.raises(Interrupt):
-        generate(recipe, out, local_engine, executor=executor, on_progress=stop_after_first_shard)
+        generate(recipe, out, EngineSpec.from_engine(tiny_engine), executor=executor,
+                 on_progress=stop_after_first_shard)
     shards = sorted(p.name for p in (out / "shards").glob("part-*.parquet"))
     assert 1 <= len(shards) < 3 and not (out / "records.parquet").exists()
+    ray_shard = pl.read_parquet(out / "shards" / shards[0])
+    local_shard = pl.read_parquet(tmp_path / "local" / "shards" / "part-000000000.parquet")
+    assert ray_shard.schema == local_shard.schema
 
     args = ["generate", str(recipe_path), "-n", str(N), "-o", str(out), "--model", str(tiny_model_dir),
             "--adapter", "none", "--executor", "ray", "--concurrency", "1", "--resume"]

@@ -1,0 +1,171 @@
+"""Filling fields: how one field's values are drawn for a batch of records.
+
+Column-wise: every field is filled for the whole batch before the next field,
+in the recipe's dependency order, each prompt rendered from the record so far.
+
+* ``choice`` / ``integer`` (a closed value set, :attr:`FieldSpec.closed_values`):
+  the engine scores every option after the prompt and a value is drawn exactly
+  from the renormalised distribution, so no invalid value can appear;
+* ``text`` (and integer ranges too wide to score): sampled, validated
+  (:meth:`FieldSpec.parse_value`) and retried; records that still fail die and
+  are counted;
+* ``sample``: drawn from the recipe's own distribution, without the model.
+
+Every random choice for record ``i`` and field ``f`` comes from
+:mod:`synthgen.seeding` (``record_rng(seed, i, f)``; text attempts:
+``attempt_seed(seed, i, f, attempt)``), so a record depends neither on the
+batch it is made in nor on the other records.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from synthgen.diversity import softmax
+from synthgen.recipe import FieldSpec, Recipe
+from synthgen.seeding import attempt_seed, record_rng
+
+if TYPE_CHECKING:
+    from synthgen.engines.base import Engine
+
+__all__ = ["FieldFiller", "FieldStats", "FilledRecords", "make_records"]
+
+
+@dataclass
+class FieldStats:
+    """Per-field counters of a run: samples drawn (retries included) and valid values."""
+
+    drawn: int = 0
+    valid: int = 0
+
+    def add(self, other: FieldStats) -> None:
+        self.drawn += other.drawn
+        self.valid += other.valid
+
+
+class FieldFiller:
+    """Fills one field for a batch of records with one engine (None when no field uses the model).
+
+    A choice field's distribution depends only on its rendered prompt, and
+    column-wise many records share a prompt, so distributions are kept in an
+    LRU cache of ``cache_size`` prompts (0 = score every record, the naive
+    loop); the records are the same either way. ``score_calls`` counts the
+    engine's ``score`` calls.
+    """
+
+    def __init__(self, engine: Engine | None, cache_size: int = 4096):
+        self.engine = engine
+        self.cache_size = cache_size
+        self._scores: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.score_calls = 0
+
+    def distribution(self, spec: FieldSpec, prompt: str, options: Sequence[str]) -> np.ndarray:
+        """The model's probabilities of ``options`` after ``prompt``, renormalised over them."""
+        key = (spec.name, prompt)
+        if key in self._scores:
+            self._scores.move_to_end(key)
+            return self._scores[key]
+        probs = softmax(self.engine.score(prompt, list(options), use_adapter=spec.use_adapter))
+        self.score_calls += 1
+        if self.cache_size > 0:
+            self._scores[key] = probs
+            if len(self._scores) > self.cache_size:
+                self._scores.popitem(last=False)
+        return probs
+
+    def fill(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
+             seed: int) -> tuple[list[bool], list[int]]:
+        """Set ``record[spec.name]`` for each record (``indices[k]`` is record ``k``'s index in the run).
+
+        Returns which records got a valid value and how many samples each one drew.
+        """
+        if spec.kind == "sample":
+            for rec, index in zip(records, indices):
+                rec[spec.name] = spec.draw(record_rng(seed, index, spec.name))
+            return [True] * len(records), [1] * len(records)
+        options = spec.closed_values
+        if options is not None:
+            for rec, index in zip(records, indices):
+                probs = self.distribution(spec, spec.template.render(rec), options)
+                value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
+                rec[spec.name] = int(value) if spec.kind == "integer" else value
+            return [True] * len(records), [1] * len(records)
+        return self._sample_and_validate(spec, records, indices, seed)
+
+    def _sample_and_validate(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
+                             seed: int) -> tuple[list[bool], list[int]]:
+        """Sample a reply per record, keep the valid ones, and retry the rest up to ``spec.retries`` times."""
+        pending = list(range(len(records)))
+        ok, drawn = [False] * len(records), [0] * len(records)
+        for attempt in range(spec.retries + 1):
+            if not pending:
+                break
+            prompts = [spec.template.render(records[i]) for i in pending]
+            seeds = [attempt_seed(seed, indices[i], spec.name, attempt) for i in pending]
+            outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
+                                        max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
+                                        seed=seeds, use_adapter=spec.use_adapter)
+            still = []
+            for i, (text,) in zip(pending, outs):
+                value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)
+                drawn[i] += 1
+                if value is None:
+                    still.append(i)
+                else:
+                    records[i][spec.name] = value
+                    ok[i] = True
+            pending = still
+        return ok, drawn
+
+
+@dataclass
+class FilledRecords:
+    """The outcome for a list of run indices, one entry per index, dead records included.
+
+    ``values[f][k]`` is record ``k``'s value of field ``f`` (None where the
+    record died at or before ``f``), ``drawn[f][k]`` the samples it drew for
+    ``f``, and ``alive[k]`` whether every field got a valid value.
+    """
+
+    indices: list[int]
+    alive: list[bool]
+    values: dict[str, list]
+    drawn: dict[str, list[int]]
+
+    @property
+    def records(self) -> list[dict]:
+        """The valid records, in the order of ``indices``."""
+        return [{name: column[k] for name, column in self.values.items()}
+                for k, good in enumerate(self.alive) if good]
+
+    @property
+    def invalid(self) -> int:
+        """How many records died (a field without a valid value after its retries)."""
+        return self.alive.count(False)
+
+    @property
+    def stats(self) -> dict[str, FieldStats]:
+        return {name: FieldStats(sum(self.drawn[name]), sum(v is not None for v in column))
+                for name, column in self.values.items()}
+
+
+def make_records(recipe: Recipe, filler: FieldFiller, indices: Sequence[int]) -> FilledRecords:
+    """Make the records with these run indices, column-wise, in the recipe's field order."""
+    indices = list(indices)
+    records: list[dict] = [{} for _ in indices]
+    drawn = {name: [0] * len(indices) for name in recipe.order}
+    alive = list(range(len(indices)))
+    for name in recipe.order:
+        ok, counts = filler.fill(recipe.fields[name], [records[k] for k in alive], [indices[k] for k in alive],
+                                 recipe.seed)
+        for k, count in zip(alive, counts):
+            drawn[name][k] = count
+        alive = [k for k, good in zip(alive, ok) if good]
+    living = set(alive)
+    values = {name: [rec.get(name) for rec in records] for name in recipe.order}
+    return FilledRecords(indices, [k in living for k in range(len(indices))], values, drawn)

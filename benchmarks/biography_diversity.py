@@ -16,7 +16,7 @@ birth_place, occupation), N records and one seed, under each method:
                  distribution over valid values
 
 Prompting baselines (a-d) and what counts as a valid reply: ``benchmarks/baselines.py``.
-Methods e-g run :func:`synthgen.generate.generate` on the recipe without its text
+Methods e-g run :func:`synthgen.generation.generate` on the recipe without its text
 field (choice fields and birth_year are drawn exactly over the options, so their
 valid rate is 1 by construction; ``n_kept`` counts records after exact-duplicate
 removal). Every metric comes from ``synthgen.report.build_report`` and counts
@@ -63,7 +63,7 @@ from synthgen import shards
 from synthgen.adapters import AdapterError, resolve_adapter
 from synthgen.executors import LocalExecutor
 from synthgen.fill import FieldFiller
-from synthgen.generate import field_infos, generate
+from synthgen.generation import field_infos, generate
 from synthgen.io import atomic_write, sha256_file
 from synthgen.provenance import provenance
 from synthgen.report import build_report

@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor
-from synthgen.generate import generate
+from synthgen.generation import generate
 from synthgen.recipe import RayOptions, load_recipe
 
 try:

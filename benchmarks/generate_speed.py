@@ -41,7 +41,7 @@ from pathlib import Path
 from synthgen.engines.transformers import TransformersEngine
 from synthgen.executors import LocalExecutor
 from synthgen.fill import FieldFiller, make_records
-from synthgen.generate import generate
+from synthgen.generation import generate
 from synthgen.recipe import load_recipe
 
 try:

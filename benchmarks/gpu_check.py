@@ -196,7 +196,7 @@ def score_tasks(engine, tasks, use_adapter, run: Run) -> list[list[float]]:
 
 def biography_rate(engine, n: int) -> dict:
     from synthgen.executors import LocalExecutor
-    from synthgen.generate import generate
+    from synthgen.generation import generate
     from synthgen.recipe import load_recipe
 
     recipe = load_recipe(RECIPE).with_overrides(count=n)

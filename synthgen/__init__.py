@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 _API = {
     "load_recipe": "synthgen.recipe",
-    "generate": "synthgen.generate",
+    "generate": "synthgen.generation",
     "create_engine": "synthgen.engines",
     "train": "synthgen.training.loop",
     "audit": "synthgen.training.audit",
@@ -30,7 +30,7 @@ __all__ = ["__version__", "audit", "create_engine", "generate", "load_recipe", "
 
 if TYPE_CHECKING:
     from synthgen.engines import create_engine
-    from synthgen.generate import generate
+    from synthgen.generation import generate
     from synthgen.recipe import load_recipe
     from synthgen.training.audit import audit
     from synthgen.training.loop import train

@@ -184,7 +184,7 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from synthgen.generate import generate as run_generate
+    from synthgen.generation import generate as run_generate
     from synthgen.recipe import load_recipe
 
     if count is not None and count <= 0:

@@ -143,7 +143,7 @@ class LocalExecutor:
 
     The engine is built from the run's :class:`EngineSpec` on first use and kept
     for later runs with the same spec. A caller that already holds a loaded engine
-    hands it in, ``LocalExecutor(engine=loaded)``; :func:`synthgen.generate.generate`
+    hands it in, ``LocalExecutor(engine=loaded)``; :func:`synthgen.generation.generate`
     given such an executor and no spec runs with that engine and records its spec
     (:meth:`EngineSpec.from_engine`) in the run's fingerprint.
     """

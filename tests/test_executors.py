@@ -12,7 +12,7 @@ import pytest
 from synthgen.cli import main
 from synthgen.errors import ConfigError, MissingDependencyError, SynthgenError
 from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor, get_executor
-from synthgen.generate import generate
+from synthgen.generation import generate
 from synthgen.recipe import RayOptions, load_recipe
 
 N = 20

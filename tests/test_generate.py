@@ -17,7 +17,7 @@ from synthgen.cli import main
 from synthgen.errors import SynthgenError
 from synthgen.executors import EngineSpec, LocalExecutor
 from synthgen.fill import FieldFiller, make_records
-from synthgen.generate import generate
+from synthgen.generation import generate
 from synthgen.recipe import load_recipe
 
 RECIPE = """
@@ -312,7 +312,7 @@ def test_local_executor_builds_its_engine_once(recipe_path, tiny_engine, tmp_pat
 
 
 def test_generation_modules_import_without_torch_or_a_cycle():
-    code = ("import sys; import synthgen.executors; assert 'synthgen.generate' not in sys.modules; "
-            "import synthgen.generate; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys; import synthgen.executors; assert 'synthgen.generation' not in sys.modules; "
+            "import synthgen.generation; assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -92,11 +92,11 @@ def test_find_cycle_finds_one():
 
 def test_no_import_cycle_among_synthgen_modules():
     graph = import_graph()
-    assert "synthgen.generate" in graph and "synthgen.engines.transformers" in graph
+    assert "synthgen.generation" in graph and "synthgen.engines.transformers" in graph
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
-@pytest.mark.parametrize("module", ["synthgen", "synthgen.recipe", "synthgen.generate", "synthgen.engines",
+@pytest.mark.parametrize("module", ["synthgen", "synthgen.recipe", "synthgen.generation", "synthgen.engines",
                                     "synthgen.training.tasks", "synthgen.training.audit"])
 def test_light_modules_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules, 'synthgen.store' in sys.modules)"
@@ -108,7 +108,7 @@ def test_light_modules_do_not_import_torch(module):
 
 def test_public_api():
     from synthgen.engines import create_engine
-    from synthgen.generate import generate
+    from synthgen.generation import generate
     from synthgen.recipe import load_recipe
 
     assert synthgen.load_recipe is load_recipe and synthgen.generate is generate

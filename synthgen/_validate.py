@@ -13,6 +13,14 @@ from collections.abc import Iterable
 from synthgen.errors import ConfigError
 
 
+def yaml_error(exc: Exception) -> str:
+    """A YAML parse error in one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"YAML syntax error{where}: {problem}"
+
+
 def show(value: object) -> str:
     """A short description of a bad value: its type and (truncated) repr."""
     text = repr(value)

@@ -75,7 +75,8 @@ def models_pull(name: str | None, from_file: Path | None, force: bool) -> None:
                    "(its prompts, options and weights); CONFIG is then optional.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the adapter (safetensors), training.json and tasks.jsonl.")
-def train_command(config: Path | None, recipe: Path | None, out_dir: Path) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an adapter already in the output directory.")
+def train_command(config: Path | None, recipe: Path | None, out_dir: Path, overwrite: bool) -> None:
     """Train a diffuse LoRA adapter from a training config (YAML) and/or a recipe."""
     from tqdm import tqdm
 
@@ -96,7 +97,8 @@ def train_command(config: Path | None, recipe: Path | None, out_dir: Path) -> No
         bars[0].update(1)
 
     try:
-        result = train(command_config(config, recipe), out_dir, on_step=on_step, on_start=on_start)
+        result = train(command_config(config, recipe), out_dir, on_step=on_step, on_start=on_start,
+                       overwrite=overwrite)
     finally:
         for bar in bars:
             bar.close()
@@ -121,7 +123,8 @@ def train_command(config: Path | None, recipe: Path | None, out_dir: Path) -> No
 @click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
 @click.option("--adapter", default="default", show_default=True,
               help="Adapter directory, 'default' (the shipped one) or 'none'.")
-@click.option("--samples", default=100, show_default=True, help="Free samples per task (0 = exact metrics only).")
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Free samples per task (0 = exact metrics only).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--families", default=None, help="Comma-separated families to audit (default: all).")
 @click.option("--compare/--no-compare", default=True, show_default=True,
@@ -179,7 +182,10 @@ def audit_command(tasks_file, recipe, prompts_per_field, prompt_seed, model, ada
               help="Where the records are made (default: the recipe's, else local).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="Ray executor: actors per model field (default: the recipe's ray.concurrency, else 2).")
-def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, executor, concurrency) -> None:
+@click.option("--trust-paths", is_flag=True,
+              help="Allow template and options files outside the recipe's folder (a recipe you trust).")
+def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, executor, concurrency,
+             trust_paths) -> None:
     """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -189,10 +195,22 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
 
     if count is not None and count <= 0:
         raise click.BadParameter("must be a positive integer", param_hint="-n/--count")
-    recipe = load_recipe(recipe_file).with_overrides(count=count, seed=seed, model=model, adapter=adapter,
-                                                     engine=engine, executor=executor, concurrency=concurrency)
-    with logging_redirect_tqdm(), tqdm(total=recipe.count, unit="rec", desc="generate", dynamic_ncols=True) as bar:
-        result = run_generate(recipe, out_dir, resume=resume, on_progress=lambda done, _: bar.update(done - bar.n))
+    recipe = load_recipe(recipe_file, trust_paths=trust_paths).with_overrides(
+        count=count, seed=seed, model=model, adapter=adapter, engine=engine, executor=executor,
+        concurrency=concurrency)
+    bars: list[tqdm] = []  # opened at the first progress call: no bar before the run has started
+
+    def on_progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="rec", desc="generate", dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        with logging_redirect_tqdm():
+            result = run_generate(recipe, out_dir, resume=resume, on_progress=on_progress)
+    finally:
+        for bar in bars:
+            bar.close()
     rep = result.report
     click.echo(
         f"{rep['n_kept']} records kept of {rep['n_requested']} requested "
@@ -201,6 +219,9 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     )
     click.echo(f"data:   {out_dir / 'records.parquet'}  {out_dir / 'records.jsonl'}  {out_dir / 'dataset'}")
     click.echo(f"report: {out_dir / 'report.md'}  {out_dir / 'report.json'}")
+    if rep["n_kept"] == 0:
+        raise SynthgenError(f"no record was kept ({rep['removed']['invalid']} invalid of {rep['n_requested']}): "
+                            f"see the valid rates in {out_dir / 'report.md'}")
 
 
 # --------------------------------------------------------------------- report

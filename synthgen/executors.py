@@ -113,6 +113,11 @@ class Executor(Protocol):
 
     name: str
 
+    def check(self) -> None:
+        """Raise a SynthgenError if this executor cannot run here (e.g. a missing optional
+        dependency); called before anything is written."""
+        ...
+
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
             on_progress: Progress = None) -> RunOutput:
         """Make records ``0 .. recipe.count-1`` and return them merged.
@@ -165,6 +170,9 @@ class LocalExecutor:
             log.debug("loading %s engine: model %s, adapter %s", spec.name, spec.model_name, spec.adapter or "none")
             self._engine, self._spec = spec.build(), spec
         return self._engine
+
+    def check(self) -> None:
+        """The local executor runs anywhere."""
 
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
             on_progress: Progress = None) -> RunOutput:
@@ -253,6 +261,10 @@ class RayExecutor:
 
     def __init__(self, options: RayOptions | None = None):
         self.options = options or RayOptions()
+
+    def check(self) -> None:
+        """Ray must be installed (the ``ray`` extra)."""
+        import_ray()
 
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
             on_progress: Progress = None) -> RunOutput:

@@ -74,6 +74,7 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
     out_dir = Path(out_dir)
     runner = get_executor(recipe.executor if executor is None else executor, recipe)
     spec = _engine_spec(recipe, engine_spec, runner)
+    runner.check()
     shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, spec, runner.name), resume)
     if spec is not None:
         log.info("engine: %s  model: %s  adapter: %s  executor: %s", spec.name, spec.model_name,
@@ -94,10 +95,16 @@ def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> 
     return EngineSpec.for_recipe(recipe)
 
 
+REPORT_MAX_VALUES = 100_000  # integer ranges the report enumerates as a known value set
+
+
 def field_info(spec: FieldSpec) -> FieldInfo:
-    """What the report knows of a field: its valid values (integers: the whole range, as strings) and weights."""
+    """What the report knows of a field: its valid values (integers: the whole range, as strings, up to
+    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set) and weights."""
     if spec.is_integer:
-        return FieldInfo(name=spec.name, kind=spec.kind, options=tuple(str(v) for v in spec.known_values))
+        values = spec.known_values
+        options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
+        return FieldInfo(name=spec.name, kind=spec.kind, options=options)
     return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from synthgen._validate import check_keys, number, one_of, show, string
+from synthgen._validate import check_keys, number, one_of, show, string, yaml_error
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
 from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
@@ -187,6 +187,10 @@ class Recipe:
         given = {"count": count, "seed": seed, "model": model, "adapter": adapter, "engine": engine,
                  "executor": executor}
         changes = {k: v for k, v in given.items() if v is not None}
+        for key in ("model", "adapter"):
+            if key in changes and (not isinstance(changes[key], str) or not changes[key].strip()):
+                raise ConfigError(self.path, f"{key} (override)", f"expected a non-empty name or path, got "
+                                                                  f"{show(changes[key])}")
         number(self.path, "count (override)", changes.get("count", 1), low=1)
         number(self.path, "seed (override)", changes.get("seed", 0), low=0)
         if engine is not None:
@@ -256,12 +260,8 @@ def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
         raise ConfigError(src, None, "recipe file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(src, None, f"cannot read recipe: {exc}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(src, None, f"YAML syntax error{where}: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(src, None, f"YAML error: {exc}") from None
+        raise ConfigError(src, None, yaml_error(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(src, None, f"expected a mapping of recipe keys, got {show(data)}")
     check_keys(src, None, data, TOP_KEYS, "a recipe")

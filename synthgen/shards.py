@@ -20,7 +20,6 @@ size nor the executor's way of grouping records matters, and the merged result
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ __all__ = ["ALIVE", "INDEX", "RunOutput", "drawn_column", "field_dtype", "merge_
 
 INDEX, ALIVE = "_index", "_alive"
 SEEDING = "per-record-v1"  # how record i's randomness is derived; runs seeded otherwise cannot be resumed
+NOT_COMPARED = ("recipe",)  # recorded in run.json for the reader, not required to match on resume
 SHARD_FORMAT = "parquet-by-index-v1"  # the shard layout above; runs written in another layout cannot be resumed
 _PATTERN = "part-*.parquet"
 
@@ -66,14 +66,16 @@ class RunOutput:
 def run_fingerprint(recipe: Recipe, engine_spec, executor: str) -> dict:
     """What a resumed run must share with the run it continues.
 
-    ``engine_spec``: the :class:`synthgen.executors.EngineSpec` of the run, or
-    None when no field uses the model.
+    ``recipe_sha256`` covers the content of the recipe and of every template and
+    options file it reads (:meth:`Recipe.digest`), so an edited file is noticed;
+    ``recipe`` (the resolved path) is recorded but not compared, so the same
+    recipe given by another path is the same recipe. ``engine_spec``: the
+    :class:`synthgen.executors.EngineSpec` of the run, or None when no field uses the model.
     """
-    text = Path(recipe.path).read_bytes() if recipe.path else b""
     adapter = engine_spec.adapter if engine_spec is not None else None
     return {
-        "recipe": str(recipe.path),
-        "recipe_sha256": hashlib.sha256(text).hexdigest(),
+        "recipe": str(Path(recipe.path).resolve()),
+        "recipe_sha256": recipe.digest(),
         "n": recipe.count,
         "seed": recipe.seed,
         "model": engine_spec.model_name if engine_spec is not None else None,
@@ -96,8 +98,8 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
     """
     shards = out_dir / "shards"
     manifest = out_dir / "run.json"
-    if manifest.exists():
-        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    if manifest.exists() or manifest.is_symlink():
+        previous = _read_manifest(manifest)
         if not resume:
             raise SynthgenError(
                 f"{out_dir} already holds a run ({len(shard_files(shards))} finished shards); "
@@ -106,14 +108,29 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict, resume: bool) -> Path:
         if previous.get("shard_format") != SHARD_FORMAT or previous.get("seeding") != SEEDING:
             raise SynthgenError(f"cannot resume {out_dir}: it was started by an older synthgen whose shards this "
                                 "version cannot read; delete it or choose another output directory")
-        changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
+        changed = [k for k in fingerprint if k not in NOT_COMPARED and previous.get(k) != fingerprint[k]]
         if changed:
             raise SynthgenError(f"cannot resume {out_dir}: the run was started with different {', '.join(changed)}")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise SynthgenError(f"{out_dir} exists and is not a synthgen run directory; choose another output directory")
-    shards.mkdir(parents=True, exist_ok=True)
-    atomic_write(manifest, json.dumps(fingerprint, indent=2).encode("utf-8"))
+    try:
+        shards.mkdir(parents=True, exist_ok=True)
+        atomic_write(manifest, json.dumps(fingerprint, indent=2).encode("utf-8"))
+    except OSError as exc:
+        raise SynthgenError(f"cannot write the output directory {out_dir}: {exc.strerror or exc}") from None
     return shards
+
+
+def _read_manifest(manifest: Path) -> dict:
+    """The fingerprint a run directory was started with; a damaged one is a one-line error."""
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SynthgenError(f"{manifest} is damaged ({type(exc).__name__}: {exc}); this run cannot be resumed: "
+                            "delete the directory or choose another output directory") from None
+    if not isinstance(previous, dict):
+        raise SynthgenError(f"{manifest} is damaged (not a JSON object); delete the directory or choose another")
+    return previous
 
 
 # ------------------------------------------------------------------ shards
@@ -125,8 +142,19 @@ def shard_files(shards_dir: Path) -> list[Path]:
 def pending_indices(shards_dir: Path, count: int, resume: bool) -> list[int]:
     """The record indices still to make: all of ``0 .. count-1``, less those the shards hold when resuming."""
     files = shard_files(shards_dir) if resume else []
-    done = set(pl.scan_parquet(files).select(INDEX).collect()[INDEX].to_list()) if files else set()
+    done: set[int] = set()
+    for file in files:
+        done.update(_read_shard(file, [INDEX]).get_column(INDEX).to_list())
     return [i for i in range(count) if i not in done]
+
+
+def _read_shard(file: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """One shard (or some of its columns), or a one-line error naming it when it cannot be read."""
+    try:
+        return pl.read_parquet(file, columns=columns)
+    except Exception as exc:  # polars raises its own error types for damaged files
+        raise SynthgenError(f"shard {file} is damaged ({type(exc).__name__}); delete it and resume to make "
+                            "its records again") from None
 
 
 def shard_frame(recipe: Recipe, filled: FilledRecords) -> pl.DataFrame:
@@ -153,7 +181,7 @@ def merge_shards(recipe: Recipe, shards_dir: Path) -> RunOutput:
     schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
     if not files:
         return RunOutput(pl.DataFrame(schema=schema), 0, {name: FieldStats() for name in recipe.order})
-    df = pl.read_parquet(files).sort(INDEX)
+    df = pl.concat([_read_shard(file) for file in files], how="vertical").sort(INDEX)
     if df[INDEX].n_unique() != len(df) or len(df) != recipe.count:
         raise SynthgenError(f"{shards_dir}: the shards hold {df[INDEX].n_unique()} distinct of {len(df)} records, "
                             f"expected {recipe.count} distinct")

@@ -261,3 +261,157 @@ def test_an_adapter_that_does_not_fit_the_model(tiny_model_dir, tmp_path, adapte
         adapter = str(tmp_path / "damaged")
     with pytest.raises(SynthgenError, match="does not fit model"):
         TransformersEngine.load(str(tiny_model_dir), adapter=adapter, device="cpu")
+
+
+# ------------------------------------------------------------------ generate
+SAMPLES = """\
+    color:
+      kind: sample
+      options_file: data/colors.txt
+    n:
+      kind: sample
+      min: 0
+      max: 1000000000000
+"""
+
+
+@pytest.fixture
+def sample_recipe(tmp_path):
+    return write_tree(tmp_path, SAMPLES, {"recipes/data/colors.txt": "red\ngreen\nblue\n"}, top="count: 20\n")
+
+
+def test_a_huge_sample_range_generates_without_enumerating_it(sample_recipe, tmp_path):
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_recipe), "-o", str(out)]) == 0
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["fields"]["n"]["unique"] == 20 and report["fields"]["n"]["normalized_entropy"] is None
+
+
+def test_generate_into_an_impossible_directory(sample_recipe, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(capsys, main(["generate", str(sample_recipe), "-o", str(blocker / "out")]), str(blocker))
+
+
+@pytest.mark.parametrize("damage", ["run_json", "shard"])
+def test_a_damaged_run_directory(sample_recipe, tmp_path, capsys, damage):
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_recipe), "-o", str(out)]) == 0
+    target = out / "run.json" if damage == "run_json" else sorted((out / "shards").glob("part-*.parquet"))[0]
+    target.write_bytes(target.read_bytes()[:10])
+    capsys.readouterr()
+    one_line_error(capsys, main(["generate", str(sample_recipe), "-o", str(out), "--resume"]), target.name,
+                   "damaged")
+
+
+def test_resume_notices_an_edited_options_file(sample_recipe, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_recipe), "-o", str(out)]) == 0
+    (sample_recipe.parent / "data/colors.txt").write_text("red\ngreen\nblue\nteal\n")
+    capsys.readouterr()
+    one_line_error(capsys, main(["generate", str(sample_recipe), "-o", str(out), "--resume"]), "recipe_sha256")
+
+
+def test_resume_accepts_the_same_recipe_by_another_path(sample_recipe, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_recipe), "-o", str(out)]) == 0
+    monkeypatch.chdir(sample_recipe.parent)
+    assert main(["generate", "r.yaml", "-o", str(out), "--resume"]) == 0
+
+
+def test_a_missing_executor_dependency_writes_nothing(sample_recipe, tmp_path, capsys, monkeypatch):
+    from synthgen import executors
+    from synthgen.errors import MissingDependencyError
+
+    def no_ray():
+        raise MissingDependencyError("ray", "ray")
+
+    monkeypatch.setattr(executors, "import_ray", no_ray)
+    out = tmp_path / "out"
+    one_line_error(capsys, main(["generate", str(sample_recipe), "-o", str(out), "--executor", "ray"]), "ray")
+    assert not out.exists()
+    assert main(["generate", str(sample_recipe), "-o", str(out)]) == 0  # the same -o still works
+
+
+@pytest.mark.parametrize("flag", ["--adapter", "--model"])
+def test_an_empty_model_or_adapter_override(sample_recipe, tmp_path, capsys, flag):
+    one_line_error(capsys, main(["generate", str(sample_recipe), "-o", str(tmp_path / "o"), flag, ""]),
+                   flag[2:])
+
+
+def test_a_run_that_keeps_no_record_exits_non_zero(tiny_model_dir, tmp_path, capsys):
+    recipe = write_tree(tmp_path, """\
+        q:
+          kind: text
+          template_inline: "Say hello."
+          pattern: "^NEVER-MATCHES$"
+          retries: 0
+          max_tokens: 4
+        """, top=f"model: {tiny_model_dir}\nadapter: none\ncount: 3\n")
+    out = tmp_path / "out"
+    assert main(["generate", str(recipe), "-o", str(out)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the run's progress bars
+    assert last.startswith("error: no record was kept (3 invalid of 3)") and (out / "report.md").is_file()
+
+
+# --------------------------------------------------------------- train, audit
+TASKS = '{"id": "t", "family": "f", "prompt": "Pick a letter.", "targets": ["a", "b"], "weights": [1e308, 1e308]}\n'
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(TASKS, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case, extra, key", [
+    ("exclude_families_null", "exclude_families: null\n", "exclude_families"),
+    ("lora_dropout_5", "lora: {dropout: 5}\n", "lora.dropout"),
+    ("lora_dropout_string", "lora: {dropout: high}\n", "lora.dropout"),
+    ("lora_alpha_bool", "lora: {alpha: true}\n", "lora.alpha"),
+    ("device_cuda_bad_index", "device: 'cuda:abc'\n", "device"),
+    ("yaml_error", "epochs: [1\n", "YAML syntax error at line"),
+])
+def test_a_bad_training_config_is_one_line(task_file, tmp_path, capsys, case, extra, key):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"tasks: {task_file}\n{extra}", encoding="utf-8")
+    one_line_error(capsys, main(["train", str(config), "-o", str(tmp_path / "a")]), str(config), key)
+
+
+def test_train_to_an_impossible_directory_fails_before_training(task_file, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"tasks: {task_file}\nmodel: /nonexistent/model\n", encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(capsys, main(["train", str(config), "-o", str(blocker / "a")]), str(blocker))
+
+
+def test_train_does_not_overwrite_an_adapter(task_file, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"tasks: {task_file}\nmodel: /nonexistent/model\n", encoding="utf-8")
+    adapter = tmp_path / "a"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    one_line_error(capsys, main(["train", str(config), "-o", str(adapter)]), str(adapter), "--overwrite")
+    assert (adapter / "adapter_config.json").read_text() == "{}"
+
+
+def test_task_weights_that_overflow_when_summed(task_file):
+    from synthgen.training.tasks import load_tasks
+
+    assert load_tasks(task_file)[0].weights == (0.5, 0.5)
+
+
+def test_audit_json_to_an_impossible_path_fails_before_the_audit(task_file, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["audit", str(task_file), "--model", "/nonexistent/model", "--json", str(blocker / "a.json")])
+    one_line_error(capsys, code, str(blocker))
+
+
+def test_audit_negative_samples_is_a_usage_error(task_file, capsys):
+    assert main(["audit", str(task_file), "--samples", "-5"]) == 2
+    assert "-5" in capsys.readouterr().err

@@ -156,7 +156,18 @@ def write_json(report: dict, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, json.dumps(report, indent=2).encode("utf-8"))
+    return atomic_write(path, json.dumps(_finite(report), indent=2, allow_nan=False).encode("utf-8"))
+
+
+def _finite(value):
+    """A JSON-safe copy: infinite or NaN numbers (e.g. the KL to a zero-weight target) become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def plot_tasks(tasks: Sequence[Task], max_tasks: int = 6) -> list[Task]:
@@ -286,8 +297,12 @@ def run_audit(tasks_file: str | Path | None = None, *, recipe: str | Path | None
     """
     from synthgen.adapters import resolve_adapter
     from synthgen.engines.transformers import TransformersEngine
+    from synthgen.io import writable_file
     from synthgen.provenance import provenance
 
+    for path, what in ((json_out, "--json file"), (plot_out, "--plot file")):
+        if path:  # checked before any model loads, so the audit's result cannot be lost at the end
+            writable_file(Path(path), what)
     tasks, recipe_model = audit_tasks(tasks_file, recipe, families, prompts_per_field, prompt_seed)
     model = model or recipe_model
     adapter_path = resolve_adapter(adapter, model=model)

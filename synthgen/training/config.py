@@ -13,6 +13,7 @@ key and what was expected.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -70,7 +71,7 @@ def _fraction(src: str, key: str, value: object) -> None:
 
 
 def _families(src: str, key: str, value: object) -> None:
-    _validate.string_list(src, key, value, optional=True)
+    _validate.string_list(src, key, value, optional=key == "families")  # None: every family
 
 
 def _modules(src: str, key: str, value: object) -> None:
@@ -83,7 +84,7 @@ def _schedule(src: str, key: str, value: object) -> None:
 
 
 def _device(src: str, key: str, value: object) -> None:
-    if not isinstance(value, str) or not (value in DEVICES or value.startswith("cuda:")):
+    if not isinstance(value, str) or not (value in DEVICES or re.fullmatch(r"cuda:\d+", value)):
         raise ConfigError(src, key, f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {_validate.show(value)}")
 
 
@@ -258,7 +259,7 @@ def load_config(path: str | Path) -> TrainConfig:
     except FileNotFoundError:
         raise ConfigError(path, None, "config file not found") from None
     except yaml.YAMLError as err:
-        raise ConfigError(path, None, f"invalid YAML: {err}") from None
+        raise ConfigError(path, None, _validate.yaml_error(err)) from None
     if not isinstance(data, dict):
         raise ConfigError(path, None, "expected a mapping of config keys")
     config = TrainConfig.from_dict(data, source=str(path))

@@ -41,7 +41,9 @@ from typing import Any
 
 import torch
 
+from synthgen.adapters import SHIPPED_DIR
 from synthgen.errors import ConfigError, SynthgenError
+from synthgen.io import writable_dir
 from synthgen.training.config import LoraOptions, TrainConfig, balanced, config_tasks
 from synthgen.training.distributed import DistributedState, average_gradients, steps_per_epoch
 from synthgen.training.preserve import Anchor, anchor_kl, build_anchors, read_prompts
@@ -315,8 +317,24 @@ def _save(run: _Run, out_dir: Path, model_name: str, tasks: list[Task], unique_t
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
+def _check_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    """Refuse to replace a finished adapter (unless ``overwrite``) or to fill a folder of other files,
+    and check the folder is writable, all before the model loads."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SynthgenError(f"output directory {out_dir} is a file; choose another")
+    finished = [name for name in ("adapter_config.json", "training.json") if (out_dir / name).exists()]
+    if finished and not overwrite:
+        raise SynthgenError(f"{out_dir} already holds an adapter ({', '.join(finished)}); pass --overwrite to "
+                            "replace it or choose another output directory")
+    if not finished and out_dir.exists() and any(out_dir.iterdir()):
+        raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
+    if out_dir.resolve().is_relative_to(SHIPPED_DIR):
+        raise SynthgenError(f"{out_dir} is inside the shipped adapters' folder; choose another output directory")
+    return writable_dir(out_dir, "adapter directory")
+
+
 def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], None] | None = None,
-          on_start: Callable[[dict], None] | None = None) -> TrainResult:
+          on_start: Callable[[dict], None] | None = None, overwrite: bool = False) -> TrainResult:
     """Train a diffuse LoRA adapter and save it.
 
     Args:
@@ -327,6 +345,7 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
             earlier adapter directory.
         on_step: Called after every task of every step with ``step``, ``epoch``,
             ``task`` (its id), ``loss`` and ``steps_in_epoch`` (tasks in the epoch).
+        overwrite: Replace an adapter already in ``out_dir`` (refused otherwise).
         on_start: Called once before the model loads, with ``epochs``, ``tasks``
             (per epoch), ``total_tasks`` and ``total_steps`` (without early stopping).
 
@@ -347,9 +366,10 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
     unique_tasks = config_tasks(config, recipe)
     tasks = balanced(unique_tasks) if config.balance_families else unique_tasks
     preserve_prompts = read_prompts(config.preserve, config.source) if config.preserve else []
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "training.json").exists():
-        raise SynthgenError(f"output directory {out_dir} exists and is not an adapter directory; choose another")
+    out_dir = _check_out_dir(Path(out_dir), overwrite)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(config.source, "device", f"{config.device!r} asked for, but torch sees no CUDA device "
+                                                   "(use 'auto' or 'cpu')")
     dist = DistributedState.start(config.device)
     total_steps = config.epochs * steps_per_epoch(len(tasks), config.tasks_per_step, dist.world)
     if on_start:

@@ -78,14 +78,13 @@ def _normalise(weights, k: int) -> tuple[float, ...] | None:
     if weights is None or len(weights) == 0:
         return (1.0 / k,) * k
     values = [float(w) for w in weights]
-    if len(values) != k or any(not math.isfinite(w) or w < 0 for w in values):
+    if len(values) != k or any(not math.isfinite(w) or w < 0 for w in values) or max(values) <= 0:
         return None
-    total = math.fsum(values)
-    if not math.isfinite(total) or total <= 0:
-        return None
-    if abs(total - 1.0) <= 1e-12:  # already normalised: keep as is, so save/load round-trips exactly
-        return tuple(values)
-    return tuple(w / total for w in values)
+    if abs(math.fsum(v / max(values) for v in values) * max(values) - 1.0) <= 1e-12:
+        return tuple(values)  # already normalised: kept as is, so save/load round-trips exactly
+    scaled = [v / max(values) for v in values]  # sums to at most k: no overflow
+    total = math.fsum(scaled)
+    return tuple(w / total for w in scaled)
 
 
 def _check(path: Path, where: str, obj: dict) -> None:
@@ -145,10 +144,7 @@ def _weights_problem(weights: object, k: int) -> tuple[str, str] | None:
             return "weights", f"item {i}: not a finite number ({w})"
         if w < 0:
             return "weights", f"item {i}: negative weight ({w})"
-    total = math.fsum(float(w) for w in weights)
-    if not math.isfinite(total):
-        return "weights", "weights are too large to sum"
-    if total <= 0:
+    if max(float(w) for w in weights) <= 0:
         return "weights", "weights sum to zero; at least one must be positive"
     return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -222,6 +223,44 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     if rep["n_kept"] == 0:
         raise SynthgenError(f"no record was kept ({rep['removed']['invalid']} invalid of {rep['n_requested']}): "
                             f"see the valid rates in {out_dir / 'report.md'}")
+
+
+# ------------------------------------------------------------ validate, preview
+@cli.command("validate")
+@click.argument("recipe_file", type=click.Path(path_type=Path))
+@click.option("--trust-paths", is_flag=True, help="Allow template and options files outside the recipe's folder.")
+def validate_command(recipe_file: Path, trust_paths: bool) -> None:
+    """Check a recipe without loading a model and summarise its fields."""
+    from synthgen.preview import validate
+
+    for line in validate(recipe_file, trust_paths=trust_paths):
+        click.echo(line)
+
+
+@cli.command("preview")
+@click.argument("recipe_file", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=click.IntRange(min=1), default=5, show_default=True, help="Records to make.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed (default: the recipe's seed).")
+@click.option("--fields", default=None, help="Comma-separated fields to show (they and their parents are filled).")
+@click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
+@click.option("--adapter", default=None, help="Adapter directory or name, 'default' or 'none'.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write preview.jsonl and preview.json here (nothing is written without it).")
+@click.option("--trust-paths", is_flag=True, help="Allow template and options files outside the recipe's folder.")
+def preview_command(recipe_file, count, seed, fields, model, adapter, out_dir, trust_paths) -> None:
+    """Make the first records of a run and show the model's distribution over each field."""
+    from synthgen.preview import format_preview, preview, write_preview
+    from synthgen.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file, trust_paths=trust_paths).with_overrides(seed=seed, model=model,
+                                                                              adapter=adapter)
+    selected = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    result = preview(recipe, count, fields=selected)
+    for line in format_preview(result, width=shutil.get_terminal_size((100, 20)).columns):
+        click.echo(line)
+    if out_dir is not None:
+        for path in write_preview(result, out_dir):
+            click.echo(f"written: {path}")
 
 
 # --------------------------------------------------------------------- report

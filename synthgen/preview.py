@@ -1,0 +1,208 @@
+"""Look at a recipe before a run: ``synthgen validate`` (no model) and ``synthgen preview`` (a few records).
+
+:func:`preview` makes records ``0 .. n-1`` with the same seeding and filling as
+``synthgen generate`` (:func:`synthgen.fill.make_records`), so record ``i`` of a
+preview is record ``i`` of a full run with the same seed, and adds, per
+choice/integer field, the distribution the model gives over the field's values
+for the previewed prompts: a field whose distribution is collapsed (normalised
+entropy below :data:`COLLAPSE_NORMALIZED_ENTROPY`) is flagged before a long run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from synthgen.diversity import distribution_entropy, distribution_kl
+from synthgen.errors import SynthgenError
+from synthgen.fill import FieldFiller, make_records
+from synthgen.recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from synthgen.engines.base import Engine
+
+#: Below this normalised entropy (H / log K of the mean distribution over a field's
+#: previewed prompts) a field is reported as collapsed: a diffuse field is near 1.
+COLLAPSE_NORMALIZED_ENTROPY = 0.6
+TOP_K = 5
+
+
+# ---------------------------------------------------------------- validate
+def describe_values(recipe: Recipe, name: str) -> str:
+    """What a field draws from: its option count, its integer range, or free text."""
+    spec = recipe.fields[name]
+    if spec.options is not None:
+        weighted = ", weighted" if spec.weights is not None else ""
+        return f"{len(spec.options)} options{weighted}"
+    if spec.min is not None:
+        return f"integers {spec.min}..{spec.max}"
+    return "free text"
+
+
+def validate(path: str | Path, trust_paths: bool = False) -> list[str]:
+    """Load and check a recipe without a model; return a one-screen summary of its fields.
+
+    Raises ConfigError (one line naming the file and key) on any mistake, exactly
+    as ``synthgen generate`` would before generating.
+    """
+    recipe = load_recipe(path, trust_paths=trust_paths)
+    rows = [("field", "kind", "values", "depends on", "filled with")]
+    for name in recipe.order:
+        spec = recipe.fields[name]
+        parents = ", ".join(n for n in recipe.order if n in spec.depends_on) or "-"
+        how = "no model" if not spec.uses_model else ("adapter" if spec.use_adapter else "base model")
+        rows.append((name, spec.kind, describe_values(recipe, name), parents, how))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"{recipe.path}: recipe '{recipe.name}' is valid: {len(recipe.fields)} fields, "
+             f"{recipe.count} records by default, seed {recipe.seed}"]
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"fill order: {' -> '.join(recipe.order)}")
+    return lines
+
+
+# ----------------------------------------------------------------- preview
+@dataclass
+class FieldDistribution:
+    """The model's distribution over a closed field's values, averaged over the previewed prompts."""
+
+    name: str
+    prompts: int
+    k: int
+    top: list[tuple[str, float]]
+    normalized_entropy: float | None
+    kl_to_target: float
+
+    @property
+    def collapsed(self) -> bool:
+        return self.normalized_entropy is not None and self.normalized_entropy < COLLAPSE_NORMALIZED_ENTROPY
+
+
+@dataclass
+class Preview:
+    """Records ``0 .. n-1`` (a dead record keeps the values it got before failing, the rest None),
+    which of them are valid, the shown fields, and the closed fields' distributions."""
+
+    recipe: Recipe
+    records: list[dict]
+    alive: list[bool]
+    fields: tuple[str, ...]
+    distributions: dict[str, FieldDistribution] = field(default_factory=dict)
+    valid_rates: dict[str, float] = field(default_factory=dict)
+
+
+def ancestors(recipe: Recipe, names: list[str]) -> tuple[str, ...]:
+    """``names`` and every field they depend on, in fill order."""
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(recipe.fields[name].depends_on)
+    return tuple(n for n in recipe.order if n in needed)
+
+
+def preview(recipe: Recipe, n: int = 5, engine: Engine | None = None, fields: list[str] | None = None) -> Preview:
+    """Make records ``0 .. n-1`` of ``recipe`` and the model's distributions over its closed fields.
+
+    Args:
+        recipe: The recipe (its seed, model and adapter are used).
+        n: How many records (at least 1).
+        engine: A loaded engine to use; None builds the recipe's (only when a field needs the model).
+        fields: Show only these fields; they and the fields they depend on are filled, the rest skipped.
+    """
+    if n < 1:
+        raise SynthgenError(f"preview needs at least one record, got {n}")
+    unknown = [f for f in fields or () if f not in recipe.fields]
+    if unknown:
+        raise SynthgenError(f"{recipe.path}: --fields: unknown field(s) {', '.join(unknown)}; "
+                            f"the recipe has: {', '.join(recipe.order)}")
+    order = ancestors(recipe, list(fields)) if fields else recipe.order
+    partial = dataclasses.replace(recipe, order=order)
+    if engine is None and any(recipe.fields[f].uses_model for f in order):
+        from synthgen.executors import EngineSpec
+
+        engine = EngineSpec.for_recipe(recipe).build()
+    filler = FieldFiller(engine)
+    filled = make_records(partial, filler, range(n))
+    records = [{name: filled.values[name][k] for name in order} for k in range(n)]
+    shown = tuple(fields) if fields else order
+    result = Preview(recipe, records, list(filled.alive), shown)
+    for name in order:
+        spec = recipe.fields[name]
+        drawn = sum(filled.drawn[name])
+        if spec.uses_model and spec.closed_values is None and drawn:  # sampled and validated
+            valid = sum(1 for k in range(n) if records[k][name] is not None)
+            result.valid_rates[name] = valid / drawn
+        if spec.uses_model and spec.closed_values is not None:
+            result.distributions[name] = _distribution(recipe, name, records, filler)
+    return result
+
+
+def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldFiller) -> FieldDistribution:
+    spec = recipe.fields[name]
+    options = spec.closed_values
+    before = recipe.order[: recipe.order.index(name)]
+    prompts = [spec.template.render({f: rec[f] for f in before}) for rec in records if rec[name] is not None]
+    mean = np.mean([filler.distribution(spec, p, options) for p in prompts], axis=0)
+    k = len(options)
+    target = np.asarray(spec.weights, dtype=float) if spec.weights is not None else np.full(k, 1.0 / k)
+    order = np.argsort(-mean, kind="stable")[:TOP_K]
+    return FieldDistribution(
+        name=name, prompts=len(set(prompts)), k=k, top=[(options[i], float(mean[i])) for i in order],
+        normalized_entropy=distribution_entropy(mean) / math.log(k) if k > 1 else None,
+        kl_to_target=distribution_kl(mean, target),
+    )
+
+
+# --------------------------------------------------------------- formatting
+def format_preview(result: Preview, width: int = 100) -> list[str]:
+    """The preview as terminal lines: each record (long text wrapped), then the distributions."""
+    label = max(len(name) for name in result.fields)
+    lines = []
+    for k, (rec, ok) in enumerate(zip(result.records, result.alive)):
+        lines.append(f"record {k}" + ("" if ok else "  (invalid: dropped in a full run)"))
+        for name in result.fields:
+            value = "-" if rec[name] is None else str(rec[name])
+            wrapped = textwrap.wrap(value, width - label - 4) or [""]
+            lines.append(f"  {name.ljust(label)}  {wrapped[0]}")
+            lines += [f"  {' ' * label}  {more}" for more in wrapped[1:]]
+    for dist in result.distributions.values():
+        if dist.name not in result.fields:
+            continue
+        top = ", ".join(f"{value} {share:.0%}" for value, share in dist.top)
+        entropy = "-" if dist.normalized_entropy is None else f"{dist.normalized_entropy:.2f}"
+        lines.append(f"{dist.name}: {dist.k} values, {dist.prompts} distinct prompts, normalised entropy "
+                     f"{entropy}, KL to target {dist.kl_to_target:.2f} nats; top: {top}")
+        if dist.collapsed:
+            lines.append(f"  warning: {dist.name} looks collapsed (normalised entropy {entropy} < "
+                         f"{COLLAPSE_NORMALIZED_ENTROPY}): its values will repeat; train an adapter for this "
+                         "recipe (synthgen train --from-recipe) or check the prompt")
+    for name, rate in result.valid_rates.items():
+        if name in result.fields:
+            lines.append(f"{name}: {rate:.0%} of samples valid (retries included)")
+    return lines
+
+
+def write_preview(result: Preview, out_dir: Path) -> list[Path]:
+    """Write the previewed records (``preview.jsonl``, index order, dead ones flagged) and the
+    distributions (``preview.json``) into ``out_dir``."""
+    import json
+
+    from synthgen.io import atomic_write, writable_dir
+
+    out_dir = writable_dir(Path(out_dir), "preview directory")
+    lines = [json.dumps({"_index": k, "_valid": ok, **rec}, ensure_ascii=False)
+             for k, (rec, ok) in enumerate(zip(result.records, result.alive))]
+    records = atomic_write(out_dir / "preview.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
+    summary = {"recipe": str(result.recipe.path), "seed": result.recipe.seed, "n": len(result.records),
+               "distributions": {n: {**dataclasses.asdict(d), "collapsed": d.collapsed}
+                                 for n, d in result.distributions.items()},
+               "valid_rates": result.valid_rates}
+    stats = atomic_write(out_dir / "preview.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
+    return [records, stats]

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synthgen-installed
 
-.PHONY: test unit lint biography audit clean-venv
+.PHONY: test unit quick lint biography audit clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not integration"
+
+quick: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not integration and not slow"
 
 biography: $(STAMP)
 	$(BIN)/synthgen generate recipes/biography.yaml -n 100 -o out/biography --resume

@@ -14,6 +14,7 @@ from synthgen.errors import ConfigError, MissingDependencyError, SynthgenError
 from synthgen.executors import EngineSpec, LocalExecutor, RayExecutor, get_executor
 from synthgen.generation import generate
 from synthgen.recipe import RayOptions, load_recipe
+from tests.testing_utils import require_ray
 
 N = 20
 # Two model fields (a choice and a text field whose pattern fails about 2 times in 3,
@@ -44,7 +45,7 @@ dedup_keys: [color, name, age, bio]
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster with 2 CPUs, started once for the module (Ray is the `ray` extra;
-    without it these tests error rather than skip)."""
+    the tests that use it are skipped without it)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
@@ -63,6 +64,8 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
+@require_ray
 def test_ray_matches_local_and_resumes(ray_cluster, recipe_path, tiny_model_dir, tiny_engine, tmp_path):
     """A Ray run (2 actors per model field, 7 records per call) interrupted after its first
     shard and resumed from the CLI (1 actor per field) gives exactly the records,
@@ -101,6 +104,8 @@ def test_ray_matches_local_and_resumes(ray_cluster, recipe_path, tiny_model_dir,
         assert ray_report["fields"][name]["valid_rate"] == local["fields"][name]["valid_rate"]
 
 
+@pytest.mark.slow
+@require_ray
 def test_a_cluster_too_small_for_the_actors_is_a_clear_error(ray_cluster, recipe_path, tiny_model_dir, tmp_path):
     # 2 model fields x 2 actors x 1 CPU on a 2-CPU cluster would wait forever
     recipe = load_recipe(recipe_path).with_overrides(count=4)

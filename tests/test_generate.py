@@ -135,6 +135,7 @@ def test_cli_generate_bad_recipe_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(recipe_path, tiny_model_dir, tmp_path):
     """Kill a real `synthgen generate` process mid-run, resume it, and compare
     with a run that was never interrupted: no record lost or duplicated."""

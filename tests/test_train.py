@@ -325,6 +325,7 @@ def test_data_parallel_config_errors(tmp_path, suite, text, key, message):
     assert key in str(err.value) and message in str(err.value)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_two_processes_equals_one_process_with_two_tasks_per_step(tiny_model_dir, tmp_path):
     """The shipped accelerate config, 2 processes (gloo on this CPU machine): each
     step's 2 tasks are split over the processes and their gradients averaged, so

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,19 +98,26 @@ def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> 
 REPORT_MAX_VALUES = 100_000  # integer ranges the report enumerates as a known value set
 
 
-def field_info(spec: FieldSpec) -> FieldInfo:
+def field_info(spec: FieldSpec, order: Sequence[str] = ()) -> FieldInfo:
     """What the report knows of a field: its valid values (integers: the whole range, as strings, up to
-    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set) and weights."""
+    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set), weights and parents (the
+    fields it depends on, in ``order``, the fill order, then any others by name)."""
+    parents = _parents(spec, order)
     if spec.is_integer:
         values = spec.known_values
         options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
-        return FieldInfo(name=spec.name, kind=spec.kind, options=options)
-    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights)
+        return FieldInfo(name=spec.name, kind=spec.kind, options=options, parents=parents)
+    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights, parents=parents)
+
+
+def _parents(spec: FieldSpec, order: Sequence[str]) -> tuple[str, ...]:
+    ordered = [name for name in order if name in spec.depends_on]
+    return tuple(ordered + sorted(spec.depends_on - set(ordered)))
 
 
 def field_infos(recipe: Recipe) -> list[FieldInfo]:
     """:func:`field_info` of every field, in fill order."""
-    return [field_info(recipe.fields[name]) for name in recipe.order]
+    return [field_info(recipe.fields[name], recipe.order) for name in recipe.order]
 
 
 def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:

@@ -342,3 +342,31 @@ def test_generate_reports_coherence_for_fields_with_template_references(tmp_path
     assert fields["bio"]["coherence"]["parents"] == ["name", "age"]
     assert fields["bio"]["coherence"]["conditional_entropy_bits"] is None
     assert "## Coherence" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- docs/diversity.md
+
+def test_documented_worked_values():
+    by_gender = {"f": ["Ana", "Eva", "Ida", "Uma"], "m": ["Bo", "Cy", "Dan", "Eli"]}
+    everyone = by_gender["f"] + by_gender["m"]
+    coherent = {(name, g): 1 for g, names in by_gender.items() for name in names}
+    incoherent = {(name, g): 1 for g in by_gender for name in everyone}
+    for joint, (h_given, mi, h_gender_given_name) in ((coherent, (2, 1, 0)), (incoherent, (3, 0, 1))):
+        assert dv.entropy_bits(_marginal(joint, 0)) == pytest.approx(3)
+        assert dv.conditional_entropy_bits(joint) == pytest.approx(h_given)
+        assert dv.mutual_information_bits(joint) == pytest.approx(mi, abs=1e-12)
+        assert dv.conditional_entropy_bits({(g, n): c for (n, g), c in joint.items()}) == pytest.approx(
+            h_gender_given_name, abs=1e-12)
+
+
+def test_documented_bias_of_independent_fields():
+    # E[I] ≈ (K-1)(M-1)/(2N ln 2) bits for independent fields; E[H(X|Y)] ≈ H(X) - M(K-1)/(2N ln 2)
+    k, m, n, runs = 4, 3, 500, 300
+    rng = random.Random(5)
+    mis, hs = [], []
+    for _ in range(runs):
+        pairs = list(zip(rng.choices(range(k), k=n), rng.choices(range(m), k=n)))
+        mis.append(dv.mutual_information_bits(pairs))
+        hs.append(dv.conditional_entropy_bits(pairs))
+    assert sum(mis) / runs == pytest.approx((k - 1) * (m - 1) / (2 * n * math.log(2)), rel=0.2)
+    assert sum(hs) / runs == pytest.approx(2 - m * (k - 1) / (2 * n * math.log(2)), abs=0.003)

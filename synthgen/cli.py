@@ -249,7 +249,7 @@ def report(data, out_dir, fields, overwrite, given) -> None:
             c = info["coherence"]
             inverse = "  ".join(f"H({p}|{name}) {_number(h, '.2f')}"
                                 for p, h in (c["parent_given_field_bits"] or {}).items())
-            click.echo(f"{name} | {','.join(c['parents'])}: H {_number(c['entropy_bits'], '.2f')} bits  "
+            click.echo(f"{name} given {','.join(c['parents'])}: H {_number(c['entropy_bits'], '.2f')} bits  "
                        f"H|parents {_number(c['conditional_entropy_bits'], '.2f')} "
                        f"(shuffled {_number(c['conditional_entropy_shuffled_bits'], '.2f')})  {inverse}".rstrip())
     click.echo(f"report written to {rep['report_dir']}")

@@ -564,6 +564,6 @@ def _given_parents(path: Path, columns: Sequence[str], given: Mapping[str, Seque
     unknown = [c for c in named if c not in columns]
     if unknown:
         where = "among the selected fields" if selected else "in the dataset"
-        raise SynthgenError(f"{path}: given names column(s) not {where}: {', '.join(unknown)}; "
+        raise SynthgenError(f"{path}: given: column(s) not {where}: {', '.join(unknown)}; "
                             f"available columns: {', '.join(columns)}")
     return parents

@@ -12,10 +12,11 @@ unchanged. The merged records then go through dedup and the report here
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,26 +99,26 @@ def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> 
 REPORT_MAX_VALUES = 100_000  # integer ranges the report enumerates as a known value set
 
 
-def field_info(spec: FieldSpec, order: Sequence[str] = ()) -> FieldInfo:
+def field_info(spec: FieldSpec) -> FieldInfo:
     """What the report knows of a field: its valid values (integers: the whole range, as strings, up to
-    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set), weights and parents (the
-    fields it depends on, in ``order``, the fill order, then any others by name)."""
-    parents = _parents(spec, order)
+    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set) and weights."""
     if spec.is_integer:
         values = spec.known_values
         options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
-        return FieldInfo(name=spec.name, kind=spec.kind, options=options, parents=parents)
-    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights, parents=parents)
-
-
-def _parents(spec: FieldSpec, order: Sequence[str]) -> tuple[str, ...]:
-    ordered = [name for name in order if name in spec.depends_on]
-    return tuple(ordered + sorted(spec.depends_on - set(ordered)))
+        return FieldInfo(name=spec.name, kind=spec.kind, options=options)
+    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights)
 
 
 def field_infos(recipe: Recipe) -> list[FieldInfo]:
-    """:func:`field_info` of every field, in fill order."""
-    return [field_info(recipe.fields[name], recipe.order) for name in recipe.order]
+    """:func:`field_info` of every field, in fill order, with its parents: the fields it depends on, in
+    fill order (the report's coherence)."""
+    return [dataclasses.replace(field_info(recipe.fields[name]), parents=_parents(recipe, name))
+            for name in recipe.order]
+
+
+def _parents(recipe: Recipe, name: str) -> tuple[str, ...]:
+    depends_on = recipe.fields[name].depends_on
+    return tuple(n for n in recipe.order if n in depends_on)
 
 
 def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:

@@ -270,17 +270,43 @@ def preview_command(recipe_file, count, seed, fields, model, adapter, out_dir, t
               help="Where to write report.json / report.md / plots.")
 @click.option("--fields", default=None, help="Comma-separated columns to report on (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace a report already in the output directory.")
-def report(data, out_dir, fields, overwrite) -> None:
+@click.option("--given", "given", multiple=True, metavar="FIELD=PARENT[,PARENT...]",
+              help="Also report how coherent FIELD is with the columns it should depend on: H(FIELD | parents), "
+                   "H(parent | FIELD). Repeatable.")
+def report(data, out_dir, fields, overwrite, given) -> None:
     """Diversity report for an existing parquet, jsonl or HF dataset directory."""
     from synthgen.report import report_dataset
 
     selected = [f.strip() for f in fields.split(",")] if fields else None
-    rep = report_dataset(data, out_dir, fields=selected, overwrite=overwrite)
+    rep = report_dataset(data, out_dir, fields=selected, overwrite=overwrite, given=_parse_given(given))
     for name, info in rep["fields"].items():
         click.echo(f"{name:<20} unique {info['unique']:>6}  entropy {_number(info['entropy_bits'], '.2f')} bits  "
                    f"norm {_number(info.get('normalized_entropy'), '.3f')}  top1 {info['top1_value']!r} "
                    f"({_number(info['top1_share'], '.1%')})")
+    for name, info in rep["fields"].items():
+        if "coherence" in info:
+            c = info["coherence"]
+            inverse = "  ".join(f"H({p}|{name}) {_number(h, '.2f')}"
+                                for p, h in (c["parent_given_field_bits"] or {}).items())
+            click.echo(f"{name} given {','.join(c['parents'])}: H {_number(c['entropy_bits'], '.2f')} bits  "
+                       f"H|parents {_number(c['conditional_entropy_bits'], '.2f')} "
+                       f"(shuffled {_number(c['conditional_entropy_shuffled_bits'], '.2f')})  {inverse}".rstrip())
     click.echo(f"report written to {rep['report_dir']}")
+
+
+def _parse_given(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """``("a=b,c", ...)`` -> ``{"a": ["b", "c"]}``; a malformed or repeated field is a usage error."""
+    given: dict[str, list[str]] = {}
+    for value in values:
+        child, sep, rest = value.partition("=")
+        child, parents = child.strip(), [p.strip() for p in rest.split(",") if p.strip()]
+        if not sep or not child or not parents:
+            raise click.BadParameter(f"{value!r}: expected FIELD=PARENT[,PARENT...]", param_hint="--given")
+        if child in given:
+            raise click.BadParameter(f"{child!r} given twice; list all its parents in one --given",
+                                     param_hint="--given")
+        given[child] = parents
+    return given
 
 
 def _number(value, spec: str) -> str:

@@ -1,6 +1,7 @@
 """Diversity metrics and the ideals a perfect sampler would reach.
 
-Pure functions over value counts or lists of texts; no I/O, no polars.
+Pure functions over value counts, (field, parent) pairs or lists of texts;
+no I/O, no polars.
 Natural logarithms (nats) unless a name says ``bits``. Formulas and worked
 values: ``docs/diversity.md``.
 
@@ -227,3 +228,97 @@ def distribution_kl(p: Sequence[float], q: Sequence[float]) -> float:
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     mask = p > 0
     return float((p[mask] * np.log(p[mask] / q[mask])).sum())
+
+
+# ------------------------------------------------------------- coherence
+# How much a field depends on other fields, from joint counts. ``pairs`` is either a
+# mapping ``(x, y) -> count`` or a sequence of observed ``(x, y)`` pairs; x is the
+# field, y the value it is conditioned on (a tuple when there are several parents).
+# Plug-in (maximum-likelihood) estimates in bits; nothing counted gives 0.
+
+
+def pair_counts(pairs: Mapping[tuple[Any, Any], int] | Iterable[tuple[Any, Any]]) -> dict[tuple[Any, Any], int]:
+    """Joint counts ``(x, y) -> count`` of a count mapping (zero counts dropped) or of observed pairs."""
+    out: dict[tuple[Any, Any], int] = {}
+    if isinstance(pairs, Mapping):
+        for key, c in pairs.items():
+            if c < 0:
+                raise ValueError("counts must be non-negative")
+            if c:
+                out[key] = c
+        return out
+    for x, y in pairs:
+        out[(x, y)] = out.get((x, y), 0) + 1
+    return out
+
+
+def _marginal(joint: Mapping[tuple[Any, Any], int], axis: int) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for key, c in joint.items():
+        out[key[axis]] = out.get(key[axis], 0) + c
+    return out
+
+
+def joint_entropy_bits(pairs: Mapping[tuple[Any, Any], int] | Iterable[tuple[Any, Any]]) -> float:
+    """H(X, Y) in bits: the plug-in entropy of the joint counts."""
+    return entropy_bits(pair_counts(pairs))
+
+
+def conditional_entropy_bits(pairs: Mapping[tuple[Any, Any], int] | Iterable[tuple[Any, Any]]) -> float:
+    """H(X | Y) in bits, plug-in: Σ_{x,y} (n_xy / N)·log2(n_y / n_xy) = H(X, Y) − H(Y).
+
+    0 when x is a function of y; H(X) when the joint counts are the product of
+    their marginals. Biased low when y takes many values for few pairs: with one
+    pair per y it is 0 whatever the data.
+    """
+    joint = pair_counts(pairs)
+    n = sum(joint.values())
+    if not n:
+        return 0.0
+    ny = _marginal(joint, 1)
+    h = sum(c * math.log(ny[y] / c) for (_, y), c in joint.items())
+    return max(h / (n * LN2), 0.0)
+
+
+def mutual_information_bits(pairs: Mapping[tuple[Any, Any], int] | Iterable[tuple[Any, Any]]) -> float:
+    """I(X; Y) in bits, plug-in: H(X) − H(X | Y) = Σ p(x, y)·log2(p(x, y) / (p(x)·p(y))); symmetric, ≥ 0."""
+    joint = pair_counts(pairs)
+    n = sum(joint.values())
+    if not n:
+        return 0.0
+    nx, ny = _marginal(joint, 0), _marginal(joint, 1)
+    mi = sum(c * math.log(c * n / (nx[x] * ny[y])) for (x, y), c in joint.items())
+    return max(mi / (n * LN2), 0.0)
+
+
+def _codes(values: Sequence[Any]) -> tuple[np.ndarray, int]:
+    index: dict[Any, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+    return codes, len(index)
+
+
+def shuffled_conditional_entropy_bits(xs: Sequence[Any], ys: Sequence[Any], rounds: int = 20,
+                                      seed: int = 0) -> float:
+    """Mean plug-in H(X | Y) after shuffling xs against ys (``rounds`` seeded permutations).
+
+    What the estimator gives at this N for a field independent of its parents but
+    with the same value counts: the baseline to read :func:`conditional_entropy_bits`
+    against, since its small-sample bias (many y values, few pairs) is in it too.
+    """
+    if len(xs) != len(ys):
+        raise ValueError("xs and ys must have the same length")
+    if rounds < 1:
+        raise ValueError("rounds must be positive")
+    n = len(xs)
+    if not n:
+        return 0.0
+    x, _ = _codes(xs)
+    y, m = _codes(ys)
+    ny = np.bincount(y, minlength=m).astype(float)
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(rounds):
+        joint = np.unique(rng.permutation(x) * m + y, return_counts=True)
+        cells, c = joint[0], joint[1].astype(float)
+        total += float((c * np.log(ny[cells % m] / c)).sum())
+    return max(total / (rounds * n * LN2), 0.0)

@@ -12,6 +12,7 @@ unchanged. The merged records then go through dedup and the report here
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -109,8 +110,15 @@ def field_info(spec: FieldSpec) -> FieldInfo:
 
 
 def field_infos(recipe: Recipe) -> list[FieldInfo]:
-    """:func:`field_info` of every field, in fill order."""
-    return [field_info(recipe.fields[name]) for name in recipe.order]
+    """:func:`field_info` of every field, in fill order, with its parents: the fields it depends on, in
+    fill order (the report's coherence)."""
+    return [dataclasses.replace(field_info(recipe.fields[name]), parents=_parents(recipe, name))
+            for name in recipe.order]
+
+
+def _parents(recipe: Recipe, name: str) -> tuple[str, ...]:
+    depends_on = recipe.fields[name].depends_on
+    return tuple(n for n in recipe.order if n in depends_on)
 
 
 def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:

@@ -182,7 +182,7 @@ def test_one_answer_family_stops_at_its_per_task_tolerance(tiny_model_dir, tmp_p
         ("tasks: null\n", "tasks", "exactly one of"),
         ("tasks: t.jsonl\nopen_families: [nope]\n", "open_families", "unknown family"),
         ("tasks: t.jsonl\nfamilies: [nope]\n", "", "nope"),
-        ("tasks: [unclosed\n", "", "invalid YAML"),
+        ("tasks: [unclosed\n", "", "YAML syntax error at line 2"),
         ("- a list\n", "", "mapping"),
     ],
 )

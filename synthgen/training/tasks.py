@@ -80,11 +80,16 @@ def _normalise(weights, k: int) -> tuple[float, ...] | None:
     values = [float(w) for w in weights]
     if len(values) != k or any(not math.isfinite(w) or w < 0 for w in values) or max(values) <= 0:
         return None
-    if abs(math.fsum(v / max(values) for v in values) * max(values) - 1.0) <= 1e-12:
-        return tuple(values)  # already normalised: kept as is, so save/load round-trips exactly
-    scaled = [v / max(values) for v in values]  # sums to at most k: no overflow
-    total = math.fsum(scaled)
-    return tuple(w / total for w in scaled)
+    try:
+        total = math.fsum(values)
+    except OverflowError:  # finite weights whose sum is not: scale them down first
+        total = math.inf
+    if not math.isfinite(total):
+        values = [v / max(values) for v in values]
+        total = math.fsum(values)
+    if abs(total - 1.0) <= 1e-12:  # already normalised: keep as is, so save/load round-trips exactly
+        return tuple(values)
+    return tuple(w / total for w in values)
 
 
 def _check(path: Path, where: str, obj: dict) -> None:

@@ -4,9 +4,10 @@ A recipe names the model, a seed and the fields of a record. A field has a kind
 (``choice``, ``integer``, ``text``, ``sample``) and, unless it is a ``sample``
 (filled without the model), a Jinja template whose variables are other fields;
 those references (and those of a templated ``options_file``, whose option set
-then depends on earlier fields: :mod:`synthgen.option_sets`) define the fill order. :func:`load_recipe` checks everything
-before any generation; each mistake is a ConfigError naming the file, the dotted
-key (``fields.birth_place.options_file``) and what was expected.
+then depends on earlier fields: :mod:`synthgen.option_sets`) define the fill
+order. :func:`load_recipe` checks everything before any generation; each
+mistake is a ConfigError naming the file, the dotted key
+(``fields.birth_place.options_file``) and what was expected.
 """
 
 from __future__ import annotations

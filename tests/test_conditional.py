@@ -457,3 +457,21 @@ def test_training_tasks_target_the_records_own_set(tmp_path):
         country = "France" if "France" in task.prompt else "Japan"
         gender = "female" if "female" in task.prompt else "male"
         assert tuple(task.targets) == SETS[(country, gender)]
+
+
+def test_the_ray_stages_fill_conditional_fields_like_the_local_run(tmp_path, tiny_engine):
+    """Without Ray: the per-field ``fill_batch`` stages over arrow batches, with the recipe pickled as
+    Ray ships it to workers, make the same records as a local run."""
+    import pyarrow as pa
+
+    from synthgen.executors import fill_batch
+    from synthgen.shards import ALIVE, INDEX
+
+    recipe = load_recipe(write_tree(tmp_path, PEOPLE, NAMES, top="seed: 2\n"))
+    shipped = pickle.loads(pickle.dumps(recipe))
+    batch = pa.RecordBatch.from_pydict({INDEX: pa.array(range(16), pa.int64()), ALIVE: pa.array([True] * 16)})
+    filler = FieldFiller(tiny_engine)
+    for name in shipped.order:
+        batch = fill_batch(batch, shipped, name, filler)
+    rows = batch.select(list(recipe.order)).to_pylist()
+    assert rows == make_records(recipe, FieldFiller(tiny_engine), range(16)).records

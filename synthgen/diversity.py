@@ -93,6 +93,44 @@ def expected_unique(n: int, weights: Sequence[float]) -> float:
         return float(-np.expm1(n * np.log1p(-q)).sum())
 
 
+def _mixture_terms(draws: Iterable[tuple[int, Sequence[Any], Sequence[float] | None]]):
+    """(n_s, values, normalised q_s) per set of ``draws``, sets with no draw left out."""
+    for n, values, weights in draws:
+        if n > 0:
+            yield n, values, _probabilities(weights if weights is not None else [1.0] * len(values))
+
+
+def expected_unique_mixture(draws: Iterable[tuple[int, Sequence[Any], Sequence[float] | None]]) -> float:
+    """Expected distinct values when, for each ``(n_s, values_s, weights_s)``, n_s independent
+    draws come from ``values_s`` by ``weights_s`` (None = uniform; normalised here):
+    Σ_v [1 − Π_s (1 − q_s(v))^{n_s}], v over every value of every set.
+
+    The ideal of a field whose option set depends on earlier fields, given how many
+    records selected each set; with one set it is :func:`expected_unique`.
+    """
+    log_missed: dict[Any, float] = {}  # log P(v never drawn)
+    for n, values, q in _mixture_terms(draws):
+        with np.errstate(divide="ignore"):
+            terms = n * np.log1p(-q)
+        for value, term in zip(values, terms.tolist()):
+            log_missed[value] = log_missed.get(value, 0.0) + term
+    if not log_missed:
+        return 0.0
+    return float(-np.expm1(np.fromiter(log_missed.values(), float, len(log_missed))).sum())
+
+
+def mixture_distribution(draws: Iterable[tuple[int, Sequence[Any], Sequence[float] | None]]) -> dict[Any, float]:
+    """The share of each value among all draws of :func:`expected_unique_mixture`'s ``draws``,
+    in expectation: Σ_s n_s q_s(v) / Σ_s n_s (values in first-seen order; empty without draws)."""
+    mass: dict[Any, float] = {}
+    total = 0
+    for n, values, q in _mixture_terms(draws):
+        total += n
+        for value, share in zip(values, q.tolist()):
+            mass[value] = mass.get(value, 0.0) + n * share
+    return {value: m / total for value, m in mass.items()}
+
+
 def expected_unique_uniform(k: int, n: int) -> float:
     """Expected distinct values in n uniform draws over k options: K·(1-(1-1/K)^N)."""
     if k <= 0 or n <= 0:

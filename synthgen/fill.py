@@ -11,6 +11,10 @@ in the recipe's dependency order, each prompt rendered from the record so far.
   are counted;
 * ``sample``: drawn from the recipe's own distribution, without the model.
 
+A conditional field (a templated ``options_file``) draws over the record's own
+set (:meth:`FieldSpec.options_for`): a choice field scores exactly that set after
+its prompt, a sample field draws from it by its weights.
+
 Every random choice for record ``i`` and field ``f`` comes from
 :mod:`synthgen.seeding` (``record_rng(seed, i, f)``; text attempts:
 ``attempt_seed(seed, i, f, attempt)``), so a record depends neither on the
@@ -51,22 +55,22 @@ class FieldStats:
 class FieldFiller:
     """Fills one field for a batch of records with one engine (None when no field uses the model).
 
-    A choice field's distribution depends only on its rendered prompt, and
-    column-wise many records share a prompt, so distributions are kept in an
-    LRU cache of ``cache_size`` prompts (0 = score every record, the naive
-    loop); the records are the same either way. ``score_calls`` counts the
-    engine's ``score`` calls.
+    A choice field's distribution depends only on its rendered prompt (and, for a
+    conditional field, the record's option set), and column-wise many records
+    share a prompt, so distributions are kept in an LRU cache of ``cache_size``
+    prompts (0 = score every record, the naive loop); the records are the same
+    either way. ``score_calls`` counts the engine's ``score`` calls.
     """
 
     def __init__(self, engine: Engine | None, cache_size: int = 4096):
         self.engine = engine
         self.cache_size = cache_size
-        self._scores: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._scores: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.score_calls = 0
 
     def distribution(self, spec: FieldSpec, prompt: str, options: Sequence[str]) -> np.ndarray:
         """The model's probabilities of ``options`` after ``prompt``, renormalised over them."""
-        key = (spec.name, prompt)
+        key = (spec.name, prompt, tuple(options)) if spec.is_conditional else (spec.name, prompt)
         if key in self._scores:
             self._scores.move_to_end(key)
             return self._scores[key]
@@ -86,11 +90,12 @@ class FieldFiller:
         """
         if spec.kind == "sample":
             for rec, index in zip(records, indices):
-                rec[spec.name] = spec.draw(record_rng(seed, index, spec.name))
+                rec[spec.name] = spec.draw(record_rng(seed, index, spec.name), rec)
             return [True] * len(records), [1] * len(records)
-        options = spec.closed_values
-        if options is not None:
+        closed = spec.closed_values
+        if closed is not None:
             for rec, index in zip(records, indices):
+                options = spec.options_for(rec)[0] if spec.is_conditional else closed
                 probs = self.distribution(spec, spec.template.render(rec), options)
                 value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
                 rec[spec.name] = int(value) if spec.kind == "integer" else value

@@ -101,12 +101,14 @@ REPORT_MAX_VALUES = 100_000  # integer ranges the report enumerates as a known v
 
 def field_info(spec: FieldSpec) -> FieldInfo:
     """What the report knows of a field: its valid values (integers: the whole range, as strings, up to
-    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set) and weights."""
+    ``REPORT_MAX_VALUES`` of them; a wider range is reported as an open set) and weights, and for a
+    conditional field its option parents and sets."""
     if spec.is_integer:
         values = spec.known_values
         options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
         return FieldInfo(name=spec.name, kind=spec.kind, options=options)
-    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights)
+    return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights,
+                     option_parents=spec.option_parents, option_sets=spec.option_sets)
 
 
 def field_infos(recipe: Recipe) -> list[FieldInfo]:

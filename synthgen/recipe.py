@@ -3,9 +3,11 @@
 A recipe names the model, a seed and the fields of a record. A field has a kind
 (``choice``, ``integer``, ``text``, ``sample``) and, unless it is a ``sample``
 (filled without the model), a Jinja template whose variables are other fields;
-those references define the fill order. :func:`load_recipe` checks everything
-before any generation; each mistake is a ConfigError naming the file, the dotted
-key (``fields.birth_place.options_file``) and what was expected.
+those references (and those of a templated ``options_file``, whose option set
+then depends on earlier fields: :mod:`synthgen.option_sets`) define the fill
+order. :func:`load_recipe` checks everything before any generation; each
+mistake is a ConfigError naming the file, the dotted key
+(``fields.birth_place.options_file``) and what was expected.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +27,8 @@ import yaml
 from synthgen._validate import check_keys, number, one_of, show, string, yaml_error
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
 from synthgen.engines import engine_names
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, SynthgenError
+from synthgen.option_sets import OptionSet, compile_options_path, is_templated, resolve_option_sets
 from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, inside, load_template_file
 
 __all__ = ["EXECUTORS", "FIELD_KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
@@ -54,7 +58,14 @@ _MESSAGE_ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One validated field. ``depends_on`` are the fields its template reads."""
+    """One validated field. ``depends_on`` are the fields its template (and a templated
+    ``options_file``) reads.
+
+    A field with a templated ``options_file`` is *conditional*: ``option_parents`` are the fields
+    its path reads, in fill order, and ``option_sets`` maps their values (a tuple in that order, as
+    the record holds them) to that record's ``(options, weights)``; ``options`` is the union of the
+    sets in first-seen order and ``weights`` None. :meth:`options_for` gives a record's own set.
+    """
 
     name: str
     kind: str
@@ -76,6 +87,25 @@ class FieldSpec:
     description: str = ""
     depends_on: frozenset[str] = frozenset()
     options_file: Path | None = None  # the file the options were read from, if any
+    options_template: PromptTemplate | None = None  # a templated options_file
+    option_parents: tuple[str, ...] = ()
+    option_sets: Mapping[tuple, OptionSet] | None = field(default=None, hash=False)
+    option_files: tuple[Path, ...] = ()  # every file the option sets were read from
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the option set depends on earlier fields (a templated ``options_file``)."""
+        return self.option_sets is not None
+
+    def options_for(self, record: Mapping[str, object]) -> OptionSet:
+        """``(options, weights)`` for this record: the set its option parents select, or the field's own."""
+        if self.option_sets is None:
+            return self.options, self.weights
+        key = tuple(record[p] for p in self.option_parents)
+        if key not in self.option_sets:
+            where = ", ".join(f"{p}={v!r}" for p, v in zip(self.option_parents, key))
+            raise SynthgenError(f"field '{self.name}': no option set for {where}")
+        return self.option_sets[key]
 
     @property
     def uses_model(self) -> bool:
@@ -104,11 +134,15 @@ class FieldSpec:
         """Whether the field's values are integers (an integer field or a sample field's range)."""
         return self.kind == "integer" or (self.kind == "sample" and not self.options)
 
-    def draw(self, rng) -> str | int:
+    def draw(self, rng, record: Mapping[str, object] | None = None) -> str | int:
         """One value from the recipe's own distribution, with a numpy Generator: an option by
-        the recipe's weights (uniform without), else an integer uniform in [min, max]."""
+        the recipe's weights (uniform without), else an integer uniform in [min, max]. A conditional
+        field draws from the set of ``record`` (the record so far), by that set's weights."""
         if self.options:
-            return self.options[rng.choice(len(self.options), p=list(self.weights) if self.weights else None)]
+            if self.option_sets is not None and record is None:
+                raise ValueError(f"field {self.name!r} is conditional: draw(rng, record) needs the record")
+            options, weights = self.options_for(record) if record is not None else (self.options, self.weights)
+            return options[rng.choice(len(options), p=list(weights) if weights else None)]
         return int(rng.integers(self.min, self.max + 1))
 
     def parse_value(self, raw: str) -> str | int | None:
@@ -169,6 +203,7 @@ class Recipe:
                 files.append(Path(spec.template.filename))
             if spec.options_file is not None:
                 files.append(spec.options_file)
+            files.extend(spec.option_files)
         return tuple(dict.fromkeys(files))
 
     def digest(self) -> str:
@@ -273,6 +308,8 @@ def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
                                          f"spec, got {show(raw_fields)}")
     fields = {name: _field(src, name, raw, trust_paths) for name, raw in raw_fields.items()}
     order = _topological_order(src, fields)
+    fields = resolve_option_sets(src, fields, order, lambda key, path: _options(src, key, {"options_file": path},
+                                                                                trust_paths))
     placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
     for f in (fields[n] for n in order if fields[n].template is not None):
         f.template.dry_render({dep: placeholders[dep] for dep in f.depends_on})
@@ -329,7 +366,14 @@ def _field(src: Path, name: object, raw: object, trust_paths: bool = False) -> F
                                     f"'weights'), or 'min' and 'max'; it has {'both' if has_options else 'neither'}")
     if kind == "choice" and not has_options:
         raise ConfigError(src, f"{key}.options", "a choice field needs 'options' or 'options_file'")
-    if has_options:
+    if has_options and isinstance(raw.get("options_file"), str) and is_templated(raw["options_file"]):
+        if "options" in raw or "weights" in raw:
+            extra = "options" if "options" in raw else "weights"
+            raise ConfigError(src, f"{key}.{extra}", f"a templated options_file takes no '{extra}' "
+                                                     "(per-set weights go in .csv files)")
+        spec["options_template"] = compile_options_path(src, f"{key}.options_file", raw["options_file"])
+        spec["depends_on"] = spec.get("depends_on", frozenset()) | spec["options_template"].variables
+    elif has_options:
         spec["options"], spec["weights"] = _options(src, key, raw, trust_paths)
         if "options_file" in raw:
             spec["options_file"] = src.parent / Path(raw["options_file"]).expanduser()
@@ -456,11 +500,11 @@ def _topological_order(src: Path, fields: dict[str, FieldSpec]) -> tuple[str, ..
     """Check the references; order dependencies first, else in declaration order (stable)."""
     for f in fields.values():
         if f.name in f.depends_on:
-            raise ConfigError(src, f.template.key, f"field '{f.name}' refers to itself")
+            raise ConfigError(src, _ref_key(f, f.name), f"field '{f.name}' refers to itself")
         unknown = sorted(f.depends_on - fields.keys())
         if unknown:
-            raise ConfigError(src, f.template.key, f"undefined template variable '{unknown[0]}' "
-                                                   f"(known fields: {', '.join(fields)})")
+            raise ConfigError(src, _ref_key(f, unknown[0]), f"undefined template variable '{unknown[0]}' "
+                                                            f"(known fields: {', '.join(fields)})")
     order: list[str] = []
     pending = list(fields)
     while pending:
@@ -470,11 +514,18 @@ def _topological_order(src: Path, fields: dict[str, FieldSpec]) -> tuple[str, ..
             while path.count(path[-1]) < 2:
                 path.append(next(n for n in pending if n in fields[path[-1]].depends_on))
             cycle = path[path.index(path[-1]):]
-            raise ConfigError(src, fields[cycle[0]].template.key,
+            raise ConfigError(src, _ref_key(fields[cycle[0]], cycle[1]),
                               f"reference cycle: {' -> '.join(cycle)}")
         pending.remove(ready)
         order.append(ready)
     return tuple(order)
+
+
+def _ref_key(f: FieldSpec, dep: str) -> str:
+    """The key that makes field ``f`` read ``dep``: its template, else its templated options_file."""
+    if f.template is not None and dep in f.template.variables:
+        return f.template.key
+    return f.options_template.key
 
 
 def _names(src: Path, key: str, value: object, known: dict, what: str = "field") -> tuple[str, ...]:

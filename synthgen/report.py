@@ -42,17 +42,31 @@ TEXT_MIN_MEAN_WORDS = 8  # report_dataset: string columns with more words on ave
 
 @dataclass
 class FieldInfo:
+    """What the report knows of a field. A conditional field (its option set depends on earlier
+    fields) has ``option_parents`` and ``option_sets``: the parents' values (a tuple in
+    ``option_parents`` order) -> that record's ``(options, weights)``; ``options`` is their union."""
+
     name: str
     kind: str
     options: tuple[str, ...] | None = None
     weights: tuple[float, ...] | None = None
     parents: tuple[str, ...] = ()  # the fields this one is conditioned on (coherence)
+    option_parents: tuple[str, ...] = ()
+    option_sets: Mapping[tuple, tuple[tuple[str, ...], tuple[float, ...] | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in REPORT_KINDS:
             raise ValueError(f"field {self.name!r}: kind must be one of {REPORT_KINDS}, got {self.kind!r}")
         if self.weights is not None and (self.options is None or len(self.weights) != len(self.options)):
             raise ValueError(f"field {self.name!r}: weights need options of the same length")
+        if self.option_sets is not None:
+            union = set(self.options or ())
+            for key, (options, weights) in self.option_sets.items():
+                if len(key) != len(self.option_parents) or not self.option_parents:
+                    raise ValueError(f"field {self.name!r}: option set keys must hold one value per option parent")
+                if not set(options) <= union or weights is not None and len(weights) != len(options):
+                    raise ValueError(f"field {self.name!r}: each option set must lie in options, weights "
+                                     "one per option")
 
 
 def _clean(x: Any) -> Any:
@@ -85,11 +99,12 @@ def _key(v: Any) -> str:
 
 
 def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mapping[str, int] | None,
-                  top_k: int) -> dict[str, Any]:
-    """One field's entry of ``report.json``: counts, then target metrics, then text metrics."""
+                  top_k: int, frame: pl.DataFrame | None = None) -> dict[str, Any]:
+    """One field's entry of ``report.json``: counts, then target metrics, then text metrics
+    (``frame``: the kept records, where a conditional field finds its parents' values)."""
     counts, non_null = _valid_counts(series, info)
     out = _count_metrics(counts, non_null, info, n_kept, stats, top_k)
-    out.update(_target_metrics(counts, info, out["entropy_bits"]))
+    out.update(_target_metrics(counts, info, out["entropy_bits"], _set_draws(series, info, frame)))
     if info.kind == "text":
         out.update(_text_metrics(series))
     return out
@@ -148,19 +163,52 @@ def _count_metrics(counts: dict[Any, int], non_null: int, info: FieldInfo, n_kep
     }
 
 
-def _target_metrics(counts: dict[Any, int], info: FieldInfo, entropy_bits: float) -> dict[str, Any]:
-    """What an ideal sampler over the field's options reaches at the same N, and the gaps to it."""
-    target = _target(info)
+def _set_draws(series: pl.Series, info: FieldInfo, frame: pl.DataFrame | None) -> dict[str, Any] | None:
+    """For a conditional field: ``draws`` = (n_s, options, weights) per option set its kept records'
+    parents select (values present only), and ``in_set_rate`` = the share of those values that lie in
+    their record's own set. None for any other field."""
+    if info.option_sets is None:
+        return None
+    missing = [p for p in info.option_parents if frame is None or p not in frame.columns]
+    if missing:
+        raise ValueError(f"build_report: field {info.name!r} depends on {missing}, not in the frame")
+    n_by_key: dict[tuple, int] = {}
+    members: dict[tuple, frozenset] = {}
+    present = inside = 0
+    for key, value in zip(frame.select(info.option_parents).rows(), series.to_list()):
+        if value is None:
+            continue
+        present += 1
+        if key in info.option_sets:
+            n_by_key[key] = n_by_key.get(key, 0) + 1
+            if key not in members:
+                members[key] = frozenset(info.option_sets[key][0])
+            inside += _key(value) in members[key]
+    draws = [(n, *info.option_sets[key]) for key, n in n_by_key.items()]
+    return {"draws": draws, "in_set_rate": inside / present if present else None}
+
+
+def _target_metrics(counts: dict[Any, int], info: FieldInfo, entropy_bits: float,
+                    sets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an ideal sampler over the field's options reaches at the same N, and the gaps to it.
+    For a conditional field (``sets`` from :func:`_set_draws`) the ideal sampler draws each record's
+    value from its own set, and the target is the mixture of the sets the records selected."""
     n = sum(counts.values())
+    extra = {} if sets is None else {"in_set_rate": sets["in_set_rate"]}
+    target = _target(info) if sets is None else dv.mixture_distribution(sets["draws"]) or None
     if target is None or not n:
-        return {}
+        return extra
     q = list(target.values())
     k = len(q)
     support = sum(1 for w in q if w > 0)
-    ideal_unique = dv.expected_unique_uniform(k, n) if info.weights is None else dv.expected_unique(n, q)
+    if sets is not None:
+        ideal_unique = dv.expected_unique_mixture(sets["draws"])
+    else:
+        ideal_unique = dv.expected_unique_uniform(k, n) if info.weights is None else dv.expected_unique(n, q)
     ideal_h = dv.expected_entropy_bits(n, q)
     kl = dv.kl_divergence({_key(v): c for v, c in counts.items()}, target)
     return {
+        **extra,
         "expected_unique_ideal": ideal_unique,
         "coverage_ratio": len(counts) / ideal_unique,
         "ideal_entropy_bits": ideal_h,
@@ -221,7 +269,8 @@ def build_report(
         "n_generated": n_generated,
         "n_kept": df.height,
         "removed": {"invalid": 0, "exact_duplicates": 0, "near_duplicates": 0, **removed},
-        "fields": {f.name: _field_report(df[f.name], f, df.height, field_stats.get(f.name), top_k) for f in fields},
+        "fields": {f.name: _field_report(df[f.name], f, df.height, field_stats.get(f.name), top_k, df)
+                   for f in fields},
         "records": _records(df, fields),
         "timing": timing,
     }

@@ -10,7 +10,9 @@ options, an ``integer`` field's range), a task is made per distinct prompt:
   so the adapter sees the conditioning it will meet at generation time;
 * the targets are the field's options, the weights the recipe's weights
   (uniform when it gives none), so weighted fields (gender 49/49/2, cities by
-  population) are trained towards those weights.
+  population) are trained towards those weights. A conditional field (a
+  templated ``options_file``) targets the set its drawn parents select, with
+  that set's weights, so a task is made per distinct (prompt, set).
 
 A field with no template variables has one prompt; one that reads earlier
 fields gets up to ``prompts_per_field`` distinct renderings. Fields that read a
@@ -67,18 +69,19 @@ def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0)
         if free:
             skipped[name] = f"its prompt reads the free-text field {free[0]!r}"
             continue
-        prompts: list[str] = []
+        prompts: list[tuple] = []  # (prompt, targets, weights)
         for _ in range(prompts_per_field * 8 if upstream else 1):
             record: dict = {}
             for dep in upstream:
-                record[dep] = recipe.fields[dep].draw(rng)
-            prompt = spec.template.render(record)
-            if prompt not in prompts:
-                prompts.append(prompt)
+                record[dep] = recipe.fields[dep].draw(rng, record)
+            targets, weights = spec.options_for(record) if spec.is_conditional else (values, spec.weights)
+            item = (spec.template.render(record), targets, weights)
+            if item not in prompts:
+                prompts.append(item)
             if len(prompts) == prompts_per_field:
                 break
-        for i, prompt in enumerate(prompts):
+        for i, (prompt, targets, weights) in enumerate(prompts):
             tasks.append(Task(id=f"{recipe.name}.{name}.{i}", family=name, prompt=prompt,
-                              targets=values, weights=spec.weights or ()))
+                              targets=targets, weights=weights or ()))
         log.info("recipe field %s: %d prompts x %d targets", name, len(prompts), len(values))
     return RecipeTasks(tasks, skipped)

@@ -239,7 +239,7 @@ def parse_checks(src: Path, key: str, raw: Mapping) -> TextChecks | None:
         return None
     names = raw.get("must_mention", [])
     mkey = f"{key}.must_mention"
-    if not isinstance(names, list) or not names:
+    if not isinstance(names, list) or ("must_mention" in raw and not names):
         raise ConfigError(src, mkey, f"expected a non-empty list of field names, got {show(names)}")
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name:

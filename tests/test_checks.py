@@ -227,6 +227,17 @@ def test_checked_fields_are_dependencies_filled_first(tmp_path):
     assert bio.reply_prefix.render({"last": "Smith"}) == "Smith is"
 
 
+def test_either_check_key_alone_is_enough(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe_text("consistent_year: year\n"), encoding="utf-8")
+    assert load_recipe(path).fields["bio"].checks.names == ("consistent_year",)
+    path.write_text(recipe_text("must_mention: [first]\n"), encoding="utf-8")
+    assert load_recipe(path).fields["bio"].checks.names == ("mentions_first",)
+    path.write_text(recipe_text("reply_prefix: '{{ first }} is'\n"), encoding="utf-8")
+    bio = load_recipe(path).fields["bio"]
+    assert bio.checks is None and bio.reply_prefix is not None
+
+
 def test_the_shipped_biography_recipe_checks_its_biography():
     bio = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "biography.yaml").fields["biography"]
     assert set(bio.checks.must_mention) == {"first_name", "last_name", "occupation", "birth_year", "birth_place"}

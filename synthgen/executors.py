@@ -39,7 +39,9 @@ from synthgen.shards import (
     ALIVE,
     INDEX,
     RunOutput,
+    check_names,
     drawn_column,
+    fail_column,
     field_dtype,
     merge_shards,
     pending_indices,
@@ -197,8 +199,9 @@ class LocalExecutor:
 def fill_batch(batch, recipe: Recipe, name: str, filler: FieldFiller):
     """One ``map_batches`` call: fill field ``name`` for the live rows of an arrow batch.
 
-    Adds the field's column (null where a record is dead) and ``_drawn_<name>``
-    (samples drawn per record), and marks records whose value failed as dead.
+    Adds the field's column (null where a record is dead), ``_drawn_<name>``
+    (samples drawn per record) and its checks' ``_fail_<name>_<check>`` counts,
+    and marks records whose value failed as dead.
     """
     import pyarrow as pa
 
@@ -206,14 +209,21 @@ def fill_batch(batch, recipe: Recipe, name: str, filler: FieldFiller):
     live = [k for k, row in enumerate(rows) if row[ALIVE]]
     prior = recipe.order[: recipe.order.index(name)]
     records = [{f: rows[k][f] for f in prior} for k in live]
-    ok, drawn = filler.fill(recipe.fields[name], records, [rows[k][INDEX] for k in live], recipe.seed)
+    fails: dict[str, list[int]] = {}
+    ok, drawn = filler.fill(recipe.fields[name], records, [rows[k][INDEX] for k in live], recipe.seed, fails)
     values, drawn_col, alive = [None] * len(rows), [0] * len(rows), [row[ALIVE] for row in rows]
     for k, rec, good, count in zip(live, records, ok, drawn):
         values[k], drawn_col[k], alive[k] = (rec[name] if good else None), count, good
     dtype = pa.int64() if field_dtype(recipe.fields[name]) == pl.Int64() else pa.string()
     batch = batch.set_column(batch.schema.get_field_index(ALIVE), ALIVE, pa.array(alive, pa.bool_()))
     batch = batch.append_column(name, pa.array(values, dtype))
-    return batch.append_column(drawn_column(name), pa.array(drawn_col, pa.int64()))
+    batch = batch.append_column(drawn_column(name), pa.array(drawn_col, pa.int64()))
+    for check in check_names(recipe.fields[name]):
+        column = [0] * len(rows)
+        for k, count in zip(live, fails.get(check, ())):
+            column[k] = count
+        batch = batch.append_column(fail_column(name, check), pa.array(column, pa.int64()))
+    return batch
 
 
 class FieldStage:

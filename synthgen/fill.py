@@ -7,8 +7,11 @@ in the recipe's dependency order, each prompt rendered from the record so far.
   the engine scores every option after the prompt and a value is drawn exactly
   from the renormalised distribution, so no invalid value can appear;
 * ``text`` (and integer ranges too wide to score): sampled, validated
-  (:meth:`FieldSpec.parse_value`) and retried; records that still fail die and
-  are counted;
+  (:meth:`FieldSpec.parse_value`, then the field's checks against the record,
+  :mod:`synthgen.checks`) and retried; records that still fail die and are
+  counted. A ``reply_prefix`` is rendered from the record and given to the
+  engine as the start of the reply; the value is the prefix followed by the
+  model's continuation (an empty continuation is invalid);
 * ``sample``: drawn from the recipe's own distribution, without the model.
 
 A conditional field (a templated ``options_file``) draws over the record's own
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,14 +45,18 @@ __all__ = ["FieldFiller", "FieldStats", "FilledRecords", "make_records"]
 
 @dataclass
 class FieldStats:
-    """Per-field counters of a run: samples drawn (retries included) and valid values."""
+    """Per-field counters of a run: samples drawn (retries included), valid values, and per check
+    of a text field (:attr:`synthgen.checks.TextChecks.names`) the samples that passed it."""
 
     drawn: int = 0
     valid: int = 0
+    passed: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: FieldStats) -> None:
         self.drawn += other.drawn
         self.valid += other.valid
+        for name, count in other.passed.items():
+            self.passed[name] = self.passed.get(name, 0) + count
 
 
 class FieldFiller:
@@ -83,10 +90,11 @@ class FieldFiller:
         return probs
 
     def fill(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
-             seed: int) -> tuple[list[bool], list[int]]:
+             seed: int, failures: dict[str, list[int]] | None = None) -> tuple[list[bool], list[int]]:
         """Set ``record[spec.name]`` for each record (``indices[k]`` is record ``k``'s index in the run).
 
-        Returns which records got a valid value and how many samples each one drew.
+        Returns which records got a valid value and how many samples each one drew. A text field
+        with checks sets ``failures[check][k]``: how many of record ``k``'s samples failed that check.
         """
         if spec.kind == "sample":
             for rec, index in zip(records, indices):
@@ -100,25 +108,36 @@ class FieldFiller:
                 value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
                 rec[spec.name] = int(value) if spec.kind == "integer" else value
             return [True] * len(records), [1] * len(records)
-        return self._sample_and_validate(spec, records, indices, seed)
+        return self._sample_and_validate(spec, records, indices, seed, failures)
 
     def _sample_and_validate(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
-                             seed: int) -> tuple[list[bool], list[int]]:
+                             seed: int, failures: dict[str, list[int]] | None = None) -> tuple[list[bool], list[int]]:
         """Sample a reply per record, keep the valid ones, and retry the rest up to ``spec.retries`` times."""
         pending = list(range(len(records)))
         ok, drawn = [False] * len(records), [0] * len(records)
+        fails = {name: [0] * len(records) for name in (spec.checks.names if spec.checks else ())}
+        if failures is not None:
+            failures.update(fails)
         for attempt in range(spec.retries + 1):
             if not pending:
                 break
             prompts = [spec.template.render(records[i]) for i in pending]
             seeds = [attempt_seed(seed, indices[i], spec.name, attempt) for i in pending]
+            prefixes = [spec.reply_prefix.render(records[i]) for i in pending] if spec.reply_prefix else None
             outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
                                         max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
-                                        seed=seeds, use_adapter=spec.use_adapter)
+                                        seed=seeds, use_adapter=spec.use_adapter,
+                                        **({"prefixes": prefixes} if prefixes else {}))
             still = []
-            for i, (text,) in zip(pending, outs):
-                value = spec.parse_value(" ".join(text.split()) if spec.kind == "text" else text)
+            for k, (i, (text,)) in enumerate(zip(pending, outs)):
+                continued = not prefixes or bool(text.strip())  # a prefix alone is no reply
+                text = prefixes[k] + text if prefixes and continued else text
+                text = " ".join(text.split()) if spec.kind == "text" else text
+                value = spec.parse_value(text) if continued else None
                 drawn[i] += 1
+                for name in spec.checks.failed(text, records[i]) if spec.checks else ():
+                    fails[name][i] += 1
+                    value = None
                 if value is None:
                     still.append(i)
                 else:
@@ -134,13 +153,15 @@ class FilledRecords:
 
     ``values[f][k]`` is record ``k``'s value of field ``f`` (None where the
     record died at or before ``f``), ``drawn[f][k]`` the samples it drew for
-    ``f``, and ``alive[k]`` whether every field got a valid value.
+    ``f``, ``failures[f][c][k]`` how many of them failed check ``c`` (text
+    fields with checks only), and ``alive[k]`` whether every field got a valid value.
     """
 
     indices: list[int]
     alive: list[bool]
     values: dict[str, list]
     drawn: dict[str, list[int]]
+    failures: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     @property
     def records(self) -> list[dict]:
@@ -155,7 +176,8 @@ class FilledRecords:
 
     @property
     def stats(self) -> dict[str, FieldStats]:
-        return {name: FieldStats(sum(self.drawn[name]), sum(v is not None for v in column))
+        return {name: FieldStats(sum(self.drawn[name]), sum(v is not None for v in column),
+                                 {c: sum(self.drawn[name]) - sum(n) for c, n in self.failures.get(name, {}).items()})
                 for name, column in self.values.items()}
 
 
@@ -164,13 +186,19 @@ def make_records(recipe: Recipe, filler: FieldFiller, indices: Sequence[int]) ->
     indices = list(indices)
     records: list[dict] = [{} for _ in indices]
     drawn = {name: [0] * len(indices) for name in recipe.order}
+    failures: dict[str, dict[str, list[int]]] = {}
     alive = list(range(len(indices)))
     for name in recipe.order:
+        fails: dict[str, list[int]] = {}
         ok, counts = filler.fill(recipe.fields[name], [records[k] for k in alive], [indices[k] for k in alive],
-                                 recipe.seed)
+                                 recipe.seed, fails)
         for k, count in zip(alive, counts):
             drawn[name][k] = count
+        for check, column in fails.items():
+            failures.setdefault(name, {})[check] = [0] * len(indices)
+            for k, count in zip(alive, column):
+                failures[name][check][k] = count
         alive = [k for k, good in zip(alive, ok) if good]
     living = set(alive)
     values = {name: [rec.get(name) for rec in records] for name in recipe.order}
-    return FilledRecords(indices, [k in living for k in range(len(indices))], values, drawn)
+    return FilledRecords(indices, [k in living for k in range(len(indices))], values, drawn, failures)

@@ -26,6 +26,7 @@ import yaml
 
 from synthgen._validate import check_keys, number, one_of, show, string, yaml_error
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
+from synthgen.checks import TextChecks, check_references, parse_checks
 from synthgen.engines import engine_names
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.option_sets import OptionSet, compile_options_path, is_templated, resolve_option_sets
@@ -43,7 +44,8 @@ _SAMPLING = ("max_tokens", "retries", "temperature", "top_p", "use_adapter")
 FIELD_KEYS = {
     "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights", "use_adapter"),
     "integer": ("kind", "description", *_TEMPLATE, "min", "max", *_SAMPLING),
-    "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING),
+    "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING,
+             "must_mention", "consistent_year", "reply_prefix"),
     "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
 }
 # the widest integer range the model picks from as a closed set (wider ranges are sampled as text)
@@ -91,6 +93,8 @@ class FieldSpec:
     option_parents: tuple[str, ...] = ()
     option_sets: Mapping[tuple, OptionSet] | None = field(default=None, hash=False)
     option_files: tuple[Path, ...] = ()  # every file the option sets were read from
+    checks: TextChecks | None = None  # text fields: must_mention / consistent_year (synthgen.checks)
+    reply_prefix: PromptTemplate | None = None  # text fields: the start of the reply, rendered from the record
 
     @property
     def is_conditional(self) -> bool:
@@ -307,12 +311,15 @@ def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
         raise ConfigError(src, "fields", "expected a non-empty mapping of field name to field "
                                          f"spec, got {show(raw_fields)}")
     fields = {name: _field(src, name, raw, trust_paths) for name, raw in raw_fields.items()}
+    check_references(src, fields)
     order = _topological_order(src, fields)
     fields = resolve_option_sets(src, fields, order, lambda key, path: _options(src, key, {"options_file": path},
                                                                                 trust_paths))
     placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
     for f in (fields[n] for n in order if fields[n].template is not None):
         f.template.dry_render({dep: placeholders[dep] for dep in f.depends_on})
+    for f in (fields[n] for n in order if fields[n].reply_prefix is not None):
+        f.reply_prefix.dry_render({dep: placeholders[dep] for dep in f.depends_on})
     text_fields = tuple(n for n, f in fields.items() if f.kind == "text")
     non_text = tuple(n for n in fields if n not in text_fields)
     return Recipe(
@@ -398,6 +405,14 @@ def _field(src: Path, name: object, raw: object, trust_paths: bool = False) -> F
             spec["pattern"] = None if pattern is None else re.compile(pattern)
         except re.error as exc:
             raise ConfigError(src, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}") from None
+        spec["checks"] = parse_checks(src, key, raw)
+        if "reply_prefix" in raw:
+            spec["reply_prefix"] = compile_template(string(src, f"{key}.reply_prefix", raw["reply_prefix"],
+                                                           non_empty=True), str(src), f"{key}.reply_prefix")
+        if spec["checks"] is not None:
+            spec["depends_on"] |= spec["checks"].fields
+        if "reply_prefix" in spec:
+            spec["depends_on"] |= spec["reply_prefix"].variables
     return FieldSpec(**spec)
 
 

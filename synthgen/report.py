@@ -4,7 +4,9 @@
 ``removed`` (``invalid``, ``exact_duplicates``, ``near_duplicates``), ``fields``
 (per field: ``unique``, ``entropy_bits``, ``normalized_entropy``, ``top1_value``,
 ``top1_share``, ``valid_rate``, ...; ``coherence`` for a field with parents) and
-``timing``; these keys are stable.
+``timing``; these keys are stable. A text field with checks against the record
+(:mod:`synthgen.checks`) also has ``checks``: check name -> pass rate (samples
+that passed it / samples drawn).
 
 Counting rules: ``unique``, entropies, top values and distances count the
 non-null values of *kept* records only; when a field's option set is known,
@@ -107,7 +109,18 @@ def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mappin
     out.update(_target_metrics(counts, info, out["entropy_bits"], _set_draws(series, info, frame)))
     if info.kind == "text":
         out.update(_text_metrics(series))
+    out.update(_check_rates(stats))
     return out
+
+
+def _check_rates(stats: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``checks``: per check of the field, the share of drawn samples (retries included) that
+    passed it; nothing for a field without checks."""
+    passed = (stats or {}).get("passed")
+    if not passed:
+        return {}
+    drawn = stats.get("drawn") or 0
+    return {"checks": {name: count / drawn if drawn else None for name, count in passed.items()}}
 
 
 def _target(info: FieldInfo) -> dict[str, float] | None:
@@ -396,6 +409,12 @@ def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         for name, f in texts.items():
             lines.append(f"| {_cell(name)} | {_fmt(f['distinct_1'])} | {_fmt(f['distinct_2'])} "
                          f"| {_fmt(f['compression_ratio'], 2)} | {_fmt(f['mean_words'], 1)} |")
+    checked = {n: f["checks"] for n, f in report["fields"].items() if f.get("checks")}
+    if checked:
+        lines += ["", "## Checks against the record", "", "Share of the samples drawn (retries included) "
+                  "that passed each check.", ""]
+        lines += [f"- {_cell(name)}: " + ", ".join(f"{c} {_fmt(rate)}" for c, rate in checks.items())
+                  for name, checks in checked.items()]
     r = report["records"]
     lines += ["", "## Records", "", f"- unique records: {_fmt(r['unique_share'])} of kept"]
     if r.get("unique_tuples") is not None:

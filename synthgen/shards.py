@@ -8,7 +8,10 @@ with one row per record index it covers, dead records included:
 * ``_alive`` (bool): whether every field got a valid value;
 * per field ``f``, in fill order: ``f`` (int64 for integer fields, else string;
   null where the record died at or before ``f``) and ``_drawn_f`` (int64, the
-  samples drawn for ``f``, retries included; 0 once the record is dead).
+  samples drawn for ``f``, retries included; 0 once the record is dead),
+  then, for a text field with checks (:mod:`synthgen.checks`), per check ``c``
+  in :attr:`~synthgen.checks.TextChecks.names` order, ``_fail_f_c`` (int64, how
+  many of those samples failed ``c``).
 
 Shards are written whole through :func:`synthgen.io.atomic_write`, so a shard
 under its final name is complete. **Resume rule**: the record indices that the
@@ -33,8 +36,9 @@ from synthgen.io import atomic_write
 from synthgen.provenance import adapter_digest
 from synthgen.recipe import FieldSpec, Recipe
 
-__all__ = ["ALIVE", "INDEX", "RunOutput", "drawn_column", "field_dtype", "merge_shards", "pending_indices",
-           "prepare_out_dir", "run_fingerprint", "shard_files", "shard_frame", "write_shard"]
+__all__ = ["ALIVE", "INDEX", "RunOutput", "check_names", "drawn_column", "fail_column", "field_dtype",
+           "merge_shards", "pending_indices", "prepare_out_dir", "run_fingerprint", "shard_files", "shard_frame",
+           "write_shard"]
 
 INDEX, ALIVE = "_index", "_alive"
 SEEDING = "per-record-v1"  # how record i's randomness is derived; runs seeded otherwise cannot be resumed
@@ -46,6 +50,16 @@ _PATTERN = "part-*.parquet"
 def drawn_column(name: str) -> str:
     """The column counting the samples drawn for field ``name``."""
     return f"_drawn_{name}"
+
+
+def fail_column(name: str, check: str) -> str:
+    """The column counting the samples drawn for field ``name`` that failed ``check``."""
+    return f"_fail_{name}_{check}"
+
+
+def check_names(spec: FieldSpec) -> tuple[str, ...]:
+    """The field's checks (none but for a text field with ``must_mention`` or ``consistent_year``)."""
+    return spec.checks.names if spec.checks is not None else ()
 
 
 def field_dtype(spec: FieldSpec) -> pl.DataType:
@@ -163,6 +177,10 @@ def shard_frame(recipe: Recipe, filled: FilledRecords) -> pl.DataFrame:
     for name in recipe.order:
         columns.append(pl.Series(name, filled.values[name], field_dtype(recipe.fields[name])))
         columns.append(pl.Series(drawn_column(name), filled.drawn[name], pl.Int64()))
+        fails = filled.failures.get(name, {})
+        for check in check_names(recipe.fields[name]):
+            columns.append(pl.Series(fail_column(name, check), fails.get(check, [0] * len(filled.indices)),
+                                     pl.Int64()))
     return pl.DataFrame(columns)
 
 
@@ -180,12 +198,16 @@ def merge_shards(recipe: Recipe, shards_dir: Path) -> RunOutput:
     files = shard_files(shards_dir)
     schema = {name: field_dtype(recipe.fields[name]) for name in recipe.order}
     if not files:
-        return RunOutput(pl.DataFrame(schema=schema), 0, {name: FieldStats() for name in recipe.order})
+        return RunOutput(pl.DataFrame(schema=schema), 0,
+                         {name: FieldStats(passed=dict.fromkeys(check_names(recipe.fields[name]), 0))
+                          for name in recipe.order})
     df = pl.concat([_read_shard(file) for file in files], how="vertical").sort(INDEX)
     if df[INDEX].n_unique() != len(df) or len(df) != recipe.count:
         raise SynthgenError(f"{shards_dir}: the shards hold {df[INDEX].n_unique()} distinct of {len(df)} records, "
                             f"expected {recipe.count} distinct")
-    stats = {name: FieldStats(drawn=int(df[drawn_column(name)].sum()), valid=int(df[name].is_not_null().sum()))
+    stats = {name: FieldStats(drawn=int(df[drawn_column(name)].sum()), valid=int(df[name].is_not_null().sum()),
+                              passed={c: int(df[drawn_column(name)].sum() - df[fail_column(name, c)].sum())
+                                      for c in check_names(recipe.fields[name])})
              for name in recipe.order}
     kept = df.filter(pl.col(ALIVE)).select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
     return RunOutput(kept, int((~df[ALIVE]).sum()), stats)

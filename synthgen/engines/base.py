@@ -2,14 +2,17 @@
 
 An :class:`Engine` has two operations:
 
-* ``generate(prompts, n, temperature, top_p, max_new_tokens, stop, seed)``: a
-  batch of prompts, ``n`` free samples per prompt;
+* ``generate(prompts, n, temperature, top_p, max_new_tokens, stop, seed, prefixes)``:
+  a batch of prompts, ``n`` free samples per prompt; with ``prefixes``, each
+  reply starts with its prefix and the samples are its continuations;
 * ``score(prompt, options)``: ``log p(option + end-of-turn | prompt)`` for every
   option of one prompt (the local engine encodes the prompt once and runs the
   options as short continuations on its KV cache).
 
 Prompts are user messages: :class:`PromptCodec` wraps them in the model's chat
-template when the tokenizer has one and uses them as plain text otherwise, and
+template when the tokenizer has one and uses them as plain text otherwise (an
+assistant prefix follows the chat template's generation prompt, or the plain
+prompt's line), and
 tokenises prompts and options the same way for every engine, so the
 transformers and vLLM engines see the same token ids.
 
@@ -32,16 +35,23 @@ class PromptCodec:
         self.chat = bool(tokenizer.chat_template) if chat is None else chat
         self.end_id = self._end_of_turn_id()
 
-    def format(self, prompt: str) -> str:
-        """Wrap a user message in the chat template (plain text without one)."""
-        if not self.chat:
-            return prompt.rstrip() + "\n"
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def format(self, prompt: str, prefix: str | None = None) -> str:
+        """Wrap a user message in the chat template (plain text without one).
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt."""
-        return list(self.tokenizer(self.format(prompt), add_special_tokens=not self.chat)["input_ids"])
+        ``prefix``: the start of the assistant's reply, written after the chat
+        template's generation prompt (plain text: after the prompt's line), so
+        the model continues it. None or empty: the prompt alone.
+        """
+        if not self.chat:
+            text = prompt.rstrip() + "\n"
+        else:
+            messages = [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text + prefix if prefix else text
+
+    def encode_prompt(self, prompt: str, prefix: str | None = None) -> list[int]:
+        """Token ids of the formatted prompt (and assistant prefix)."""
+        return list(self.tokenizer(self.format(prompt, prefix), add_special_tokens=not self.chat)["input_ids"])
 
     def encode_options(self, prompt_text: str, prompt_ids: Sequence[int], options: Sequence[str]) -> list[list[int]]:
         """Token ids of each option followed by the end-of-turn token.
@@ -99,6 +109,7 @@ class Engine(ABC):
         seed: int | Sequence[int] | None = None,
         min_p: float | None = None,
         use_adapter: bool = True,
+        prefixes: Sequence[str | None] | None = None,
     ) -> list[list[str]]:
         """Return ``n`` sampled completions for each prompt.
 
@@ -106,6 +117,9 @@ class Engine(ABC):
         seeds a prompt's samples depend only on its own seed, never on which
         other prompts share the batch (per-record seeding).
         ``use_adapter=False`` runs the base model alone (no-op without an adapter).
+        ``prefixes``: one per prompt (None or empty for none), the start of the
+        assistant's reply (:meth:`PromptCodec.format`); the completions continue
+        it and do not include it.
         """
 
     @abstractmethod
@@ -125,14 +139,24 @@ class Engine(ABC):
     def end_id(self) -> int:
         return self.codec.end_id
 
-    def format_prompt(self, prompt: str) -> str:
-        return self.codec.format(prompt)
+    def format_prompt(self, prompt: str, prefix: str | None = None) -> str:
+        return self.codec.format(prompt, prefix)
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        return self.codec.encode_prompt(prompt)
+    def encode_prompt(self, prompt: str, prefix: str | None = None) -> list[int]:
+        return self.codec.encode_prompt(prompt, prefix)
 
     def encode_options(self, prompt_text: str, prompt_ids: Sequence[int], options: Sequence[str]) -> list[list[int]]:
         return self.codec.encode_options(prompt_text, prompt_ids, options)
+
+
+def prompt_prefixes(prefixes: Sequence[str | None] | None, count: int) -> list[str | None]:
+    """One assistant prefix per prompt (None for none), checked against the number of prompts."""
+    if prefixes is None:
+        return [None] * count
+    prefixes = list(prefixes)
+    if len(prefixes) != count:
+        raise ValueError(f"got {len(prefixes)} prefixes for {count} prompts; give one per prompt")
+    return prefixes
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:

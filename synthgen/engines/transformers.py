@@ -3,7 +3,11 @@
 ``score`` encodes the prompt once and runs the options as short continuations
 on its KV cache (:func:`synthgen.engines.scoring.option_logprobs`);
 ``generate`` is a decoding loop in which every row draws from its own seeded
-generator, so a prompt's samples do not depend on the rest of the batch.
+generator, so a prompt's samples do not depend on the rest of the batch. With
+an assistant prefix, the prefix ends the prompt text and the new tokens are
+decoded after the prompt's last tokens, so a continuation keeps the leading
+space a tokenizer would drop when decoding it alone (as vLLM's incremental
+detokenizer does).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import torch
 
 from synthgen import store
 from synthgen.adapters import resolve_adapter
-from synthgen.engines.base import Engine, PromptCodec, cut_at_stop
+from synthgen.engines.base import Engine, PromptCodec, cut_at_stop, prompt_prefixes
 from synthgen.engines.scoring import option_logprobs
 from synthgen.errors import ModelStoreError, SynthgenError
 from synthgen.seeding import derive_seed, prompt_seeds
 
 log = logging.getLogger(__name__)
+
+CONTEXT_TOKENS = 4  # prompt tokens decoded before a prefixed continuation (then cut off)
 
 
 class TransformersEngine(Engine):
@@ -91,7 +97,7 @@ class TransformersEngine(Engine):
     # -- sampling
     @torch.inference_mode()
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64, stop=None, seed=None,
-                 min_p=None, use_adapter=True) -> list[list[str]]:
+                 min_p=None, use_adapter=True, prefixes=None) -> list[list[str]]:
         """Sample ``n`` completions per prompt with a decoding loop over the KV cache.
 
         Every row (prompt ``i``, sample ``j``) draws its tokens from its own
@@ -100,28 +106,36 @@ class TransformersEngine(Engine):
         (up to the ~1e-6 float differences left padding can cause). ``seed``:
         one int per prompt, or one int for the call (prompt ``i`` then gets a
         seed derived from ``(seed, i)``), or None (derived from torch's global RNG).
+        ``prefixes``: one assistant prefix per prompt (None for none); the
+        completions continue it.
         """
         prompts = list(prompts)
         seeds = prompt_seeds(seed, len(prompts))
         row_seeds = [derive_seed(s, j) for s in seeds for j in range(n)]
-        texts = [self.format_prompt(p) for p in prompts for _ in range(n)]
+        prefixes = prompt_prefixes(prefixes, len(prompts))
+        texts = [self.format_prompt(p, x) for p, x in zip(prompts, prefixes) for _ in range(n)]
+        prefixed = [bool(x) for x in prefixes for _ in range(n)]
         outputs: list[str] = []
         with self.adapter_scope(use_adapter):
             for start in range(0, len(texts), self.batch_size):
                 end = start + self.batch_size
                 outputs.extend(self._sample_batch(texts[start:end], row_seeds[start:end], temperature, top_p,
-                                                  min_p, max_new_tokens, stop))
+                                                  min_p, max_new_tokens, stop,
+                                                  prefixed[start:end] if any(prefixed) else None))
         outputs = [cut_at_stop(o, stop) for o in outputs]
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _sample_batch(self, texts, seeds, temperature, top_p, min_p, max_new_tokens, stop) -> list[str]:
-        """Decode one left-padded batch; row ``r`` samples with a generator seeded by ``seeds[r]``."""
+    def _sample_batch(self, texts, seeds, temperature, top_p, min_p, max_new_tokens, stop,
+                      prefixed=None) -> list[str]:
+        """Decode one left-padded batch; row ``r`` samples with a generator seeded by ``seeds[r]``.
+        A row whose ``prefixed[r]`` is true decodes its new tokens after its prompt's last tokens."""
         tok = self.tokenizer
         tok.padding_side = "left"
         device = self.model.device
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         rows = ids.shape[0]
+        contexts = [ids[r, -CONTEXT_TOKENS:].tolist() if prefixed and prefixed[r] else None for r in range(rows)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -145,7 +159,7 @@ class TransformersEngine(Engine):
                 new[r, step] = t
                 lengths[r] = step + 1
                 if stop:
-                    text = tok.decode(new[r, : step + 1], skip_special_tokens=True)
+                    text = self._decode(new[r, : step + 1].tolist(), contexts[r])
                     done[r] = any(s in text for s in stop)
             if done.all() or step == max_new_tokens - 1:
                 break
@@ -160,7 +174,17 @@ class TransformersEngine(Engine):
             out = self.model(input_ids=new[alive, step : step + 1].to(device), attention_mask=mask,
                              position_ids=position, cache=cache, use_cache=True)
             cache = out.cache
-        return [tok.decode(new[r, : lengths[r]], skip_special_tokens=True) for r in range(rows)]
+        return [self._decode(new[r, : lengths[r]].tolist(), contexts[r]) for r in range(rows)]
+
+    def _decode(self, new: list[int], context: list[int] | None) -> str:
+        """The text of ``new``; with ``context`` (the tokens before it), decoded after the context
+        and cut after it, so a first token's leading space survives."""
+        tok = self.tokenizer
+        if not context:
+            return tok.decode(new, skip_special_tokens=True)
+        head = tok.decode(context, skip_special_tokens=True)
+        full = tok.decode(context + new, skip_special_tokens=True)
+        return full[len(head):] if full.startswith(head) else tok.decode(new, skip_special_tokens=True)
 
 
 def _select_cache_rows(cache, index: torch.Tensor) -> None:

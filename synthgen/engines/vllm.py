@@ -2,7 +2,9 @@
 
 * ``generate``: one request per prompt, with its own ``SamplingParams`` (``n``,
   ``temperature``, ``top_p``, ``min_p``, ``stop``, ``max_tokens``, ``seed``) and
-  the adapter as a ``LoRARequest``;
+  the adapter as a ``LoRARequest``; an assistant prefix is part of the
+  request's prompt token ids (the chat template's generation prompt, then the
+  prefix), and vLLM detokenizes the continuation after them;
 * ``score``: one request per option whose token ids are ``prompt_ids +
   option_ids`` (tokenised separately, then concatenated: joining the strings
   could merge tokens at the boundary), run with ``prompt_logprobs``; the score
@@ -28,7 +30,7 @@ from vllm.lora.request import LoRARequest
 
 from synthgen import store
 from synthgen.adapters import resolve_adapter
-from synthgen.engines.base import Engine, PromptCodec, cut_at_stop
+from synthgen.engines.base import Engine, PromptCodec, cut_at_stop, prompt_prefixes
 from synthgen.errors import ModelStoreError, SynthgenError
 from synthgen.seeding import derive_seed
 
@@ -91,7 +93,7 @@ class VLLMEngine(Engine):
 
     # -- sampling
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64, stop=None, seed=None,
-                 min_p=None, use_adapter=True) -> list[list[str]]:
+                 min_p=None, use_adapter=True, prefixes=None) -> list[list[str]]:
         if not prompts:
             return []
         greedy = temperature <= 0
@@ -110,7 +112,8 @@ class VLLMEngine(Engine):
             )
             for s in request_seeds(seed, len(prompts))
         ]
-        requests = [{"prompt_token_ids": self.encode_prompt(p)} for p in prompts]
+        prefixes = prompt_prefixes(prefixes, len(prompts))
+        requests = [{"prompt_token_ids": self.encode_prompt(p, x)} for p, x in zip(prompts, prefixes)]
         outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora(use_adapter))
         results = []
         for out in outputs:

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--adapter", default="default",
                         help="adapter of the first run (default: the shipped one); the base run is shared")
     args = parser.parse_args()
-    recipe = load_recipe(ROOT / "recipes/biography.yaml").with_overrides(count=args.n, seed=args.seed)
+    recipe = load_recipe(ROOT / "recipes/biography_flat.yaml").with_overrides(count=args.n, seed=args.seed)
     if args.attributes_only:
         keep = tuple(f for f in recipe.order if recipe.fields[f].kind != "text")
         recipe = dataclasses.replace(recipe, fields={f: recipe.fields[f] for f in keep}, order=keep,

@@ -72,7 +72,7 @@ from synthgen.shards import INDEX
 log = logging.getLogger("biography_diversity")
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes/biography.yaml"
+RECIPE = ROOT / "recipes/biography_flat.yaml"
 PERSONAS = ROOT / "recipes/data/personas.txt"
 NAME_LISTS = {g: ROOT / f"recipes/data/first_names_{g}.txt" for g in ("female", "male")}
 TABLE_FIELDS = ("first_name", "last_name", "birth_place", "occupation")

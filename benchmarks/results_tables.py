@@ -38,6 +38,8 @@ NOT_RECORDED = "not recorded"
 LOCAL_ADAPTERS = {"out/adapters/biography-tuned-4": "smollm2-135m-biography"}
 
 # What a result file cannot say about itself: which adapter version it measured, and how it was made.
+FLAT = ("The recipe measured is today's `recipes/biography_flat.yaml` (then named `recipes/biography.yaml`: "
+        "every attribute from one flat list).")
 BEFORE_RETRAIN = ("Measured before the general adapter was retrained (2026-12-02, see `CHANGELOG.md`): "
                   "the `smollm2-135m-diffuse` it names is the previous version of that adapter.")
 NOTES = {
@@ -51,10 +53,10 @@ NOTES = {
         "--json benchmarks/results/audit_biography_tuned.json`."],
     "biography_compare_recipe_tuned.json": [
         "The base run resumed a finished run directory, so its run time is not a generation time."],
-    "biography_diversity.json": [BEFORE_RETRAIN + " It is method (e)."],
+    "biography_diversity.json": [BEFORE_RETRAIN + " It is method (e).", FLAT],
     "generate_speed.json": [BEFORE_RETRAIN],
     "generate_memory.json": [BEFORE_RETRAIN],
-    "unique_ceiling.json": [BEFORE_RETRAIN + " It is the `default` column."],
+    "unique_ceiling.json": [BEFORE_RETRAIN + " It is the `default` column.", FLAT],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],
@@ -143,7 +145,8 @@ def source_lines(name: str, data: dict, path: Path | None = None) -> list[str]:
 # ------------------------------------------------------------------ sections
 def biography_compare(data: dict) -> list[str]:
     adapter, base = data["runs"]["adapter"], data["runs"]["base"]
-    lines = [f"`recipes/biography.yaml`, {data['n']} records, seed {data['seed']}, once with the adapter "
+    lines = [f"`recipes/biography_flat.yaml` (then named `recipes/biography.yaml`), {data['n']} records, "
+             f"seed {data['seed']}, once with the adapter "
              f"{adapter_label(adapter['adapter'])} and once with {adapter_label(base['adapter'])}. Choice fields "
              "are drawn exactly from the model's distribution renormalised over the options in both runs.", ""]
     rows = []
@@ -516,14 +519,15 @@ def render_headlines() -> str:
         d = load("biography_compare_recipe_tuned.json")
         a, b = d["runs"]["adapter"]["fields"], d["runs"]["base"]["fields"]
         fields = " / ".join(f.replace("_", " ") + "s" for f in ATTRIBUTES)
-        out.append(f"- **Biographies, {d['n']} records:** with the recipe's adapter, "
+        out.append(f"- **Biographies from flat lists, {d['n']} records:** with the recipe's adapter, "
                    f"{' / '.join(str(a[f]['unique']) for f in ATTRIBUTES)} unique {fields}; the base model, sampled "
                    f"the same exact way, {' / '.join(str(b[f]['unique']) for f in ATTRIBUTES)} ("
                    + link.format("biography_compare_recipe_tuned.json") + ").")
     if (RESULTS / "biography_diversity.json").is_file():
         d = load("biography_diversity.json")
         free, tuned = d["methods"]["base"]["fields"]["first_name"], d["methods"]["recipe"]["fields"]["first_name"]
-        out.append(f"- **Against free prompting, {d['config']['n']} records:** asked freely, the base model gives "
+        out.append(f"- **Against free prompting (flat lists), {d['config']['n']} records:** asked freely, the base "
+                   "model gives "
                    f"{free['unique']} distinct valid first names ({pct(free['valid_rate'])} of its replies are "
                    f"valid); synthgen with the recipe's adapter gives {tuned['unique']}, all valid ("
                    + link.format("biography_diversity.json") + ").")

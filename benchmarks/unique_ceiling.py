@@ -38,7 +38,7 @@ except ImportError:  # run as a script (python benchmarks/unique_ceiling.py): it
     from _common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes/biography.yaml"
+RECIPE = ROOT / "recipes/biography_flat.yaml"
 CENSUS = ROOT / "benchmarks/data/census_first_names.tsv"
 RESULTS = ROOT / "benchmarks/results"
 

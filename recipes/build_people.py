@@ -581,7 +581,7 @@ README_HEAD = """
 # People by country
 
 Written by `recipes/build_people.py` (its docstring has the command and the package versions);
-do not edit by hand. `recipes/biography_people.yaml` reads these files.
+do not edit by hand. `recipes/biography.yaml` reads these files.
 
 - `countries.csv`: `value,weight`, the birth countries, uniform weights.
 - `first_names/<Country>_<gender>.txt`, gender `female`, `male`, `non-binary`.

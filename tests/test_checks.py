@@ -243,8 +243,9 @@ def test_the_shipped_biography_recipe_checks_its_biography():
     assert set(bio.checks.must_mention) == {"first_name", "last_name", "occupation", "birth_year", "birth_place"}
     assert bio.checks.consistent_year == "birth_year"
     prefix = bio.reply_prefix.render({"first_name": "Ada", "last_name": "Byron", "birth_year": 1950,
-                                      "birth_place": "Lyon, France", "occupation": "nurse", "gender": "female"})
-    assert prefix.startswith("Ada Byron") and "1950" in prefix
+                                      "birth_place": "Lyon", "birth_country": "France", "occupation": "nurse",
+                                      "gender": "female"})
+    assert prefix.startswith("Ada Byron") and "1950" in prefix and "Lyon, France" in prefix
 
 
 # ------------------------------------------------------------ engine prefix

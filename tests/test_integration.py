@@ -100,14 +100,16 @@ def test_biography_cli_small_run(tmp_path):
     assert expected <= set(df.columns)
     assert rep["n_requested"] == 6 and rep["n_kept"] == len(df)
     assert rep["fields"]["first_name"]["valid_rate"] == 1.0
-    # the recipe names its own shipped adapter (adapter: smollm2-135m-biography)
+    assert rep["fields"]["first_name"]["in_set_rate"] == 1.0  # every name from its country's and gender's list
+    assert "mentions_first_name" in rep["fields"]["biography"]["checks"]
+    # without an adapter key the recipe runs with the model's shipped diffuse adapter
     run = json.loads((out / "run.json").read_text())
-    assert Path(run["adapter"]).name == "smollm2-135m-biography" and run["adapter_sha256"]
+    assert Path(run["adapter"]).name == "smollm2-135m-diffuse" and run["adapter_sha256"]
 
 
 def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):
-    # the shipped recipe-tuned adapter (issue: KL <= 0.05 nats to the recipe's weights on
-    # its choice fields), audited on the tasks it was trained on with the real model
+    # the shipped adapter tuned for recipes/biography_flat.yaml (KL <= 0.05 nats to the recipe's
+    # weights on its choice fields), audited on the tasks it was trained on with the real model
     adapter = Path(store.__file__).resolve().parent / "adapters" / "smollm2-135m-biography"
     out = tmp_path / "audit.json"
     assert main(["audit", str(adapter / "tasks.jsonl"), "--adapter", str(adapter), "--samples", "0",

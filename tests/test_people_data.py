@@ -22,7 +22,7 @@ from synthgen.recipe import load_recipe
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 PEOPLE = RECIPES / "data/people"
-RECIPE = RECIPES / "biography_people.yaml"
+RECIPE = RECIPES / "biography.yaml"
 GENDERS = ("female", "male", "non-binary")
 MAX_LINES = 300
 

@@ -272,10 +272,10 @@ def test_recipe_adapter_that_does_not_exist_names_file_and_key(tmp_path, value):
         load_recipe(path)
 
 
-def test_shipped_biography_recipe_uses_its_tuned_adapter():
+def test_flat_biography_recipe_uses_its_tuned_adapter():
     from synthgen.adapters import SHIPPED_DIR, resolve_adapter
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/biography.yaml")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/biography_flat.yaml")
     assert resolve_adapter(recipe.adapter, model=recipe.model) == SHIPPED_DIR / "smollm2-135m-biography"
 
 
@@ -323,14 +323,19 @@ def test_biography_recipe_contract():
     recipe = load_recipe(REPO / "recipes" / "biography.yaml")
     required = {"first_name", "last_name", "gender", "birth_year", "birth_place", "occupation", "biography"}
     assert required <= set(recipe.fields)
-    assert recipe.fields["biography"].depends_on == required - {"biography"}
+    assert recipe.fields["biography"].depends_on == set(recipe.fields) - {"biography"}
     assert recipe.fields["gender"].options == ("female", "male", "non-binary")
     assert recipe.fields["gender"].weights == pytest.approx((0.49, 0.49, 0.02))
     assert all(len(recipe.fields[n].options) > 50 for n in ("first_name", "last_name", "birth_place", "occupation"))
     for n in ("gender", "first_name", "last_name", "birth_year", "birth_place", "occupation"):
         prompt = recipe.fields[n].template.source
         assert "random" in prompt and "Reply with only the" in prompt, n
-    assert set(recipe.dedup_keys) == required - {"biography"}
+    # names and places are chosen by the person's country (and gender): coherent records
+    assert recipe.fields["first_name"].option_parents == ("gender", "birth_country")
+    assert recipe.fields["last_name"].option_parents == ("gender", "birth_country")
+    assert recipe.fields["birth_place"].option_parents == ("birth_country",)
+    assert len(recipe.fields["birth_country"].options) >= 40
+    assert set(recipe.dedup_keys) == set(recipe.fields) - {"biography"}
 
 
 def test_instruction_recipe_contract():

@@ -145,19 +145,46 @@ def preview(recipe: Recipe, n: int = 5, engine: Engine | None = None, fields: li
 
 
 def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldFiller) -> FieldDistribution:
+    """Mean of the previewed records' distributions over the field's values.
+
+    A plain field's normalised entropy is that of the mean distribution (H / log K);
+    a conditional field's (whose records draw over sets of their own) is the mean of
+    each record's normalised entropy over its own set, and its KL the mean KL to its
+    own set's weights.
+    """
     spec = recipe.fields[name]
-    options = spec.closed_values
     before = recipe.order[: recipe.order.index(name)]
-    prompts = [spec.template.render({f: rec[f] for f in before}) for rec in records if rec[name] is not None]
-    mean = np.mean([filler.distribution(spec, p, options) for p in prompts], axis=0)
-    k = len(options)
-    target = np.asarray(spec.weights, dtype=float) if spec.weights is not None else np.full(k, 1.0 / k)
-    order = np.argsort(-mean, kind="stable")[:TOP_K]
-    return FieldDistribution(
-        name=name, prompts=len(set(prompts)), k=k, top=[(options[i], float(mean[i])) for i in order],
-        normalized_entropy=distribution_entropy(mean) / math.log(k) if k > 1 else None,
-        kl_to_target=distribution_kl(mean, target),
-    )
+    mass: dict[str, float] = {}
+    prompts, entropies, kls = set(), [], []
+    live = [rec for rec in records if rec[name] is not None]
+    for rec in live:
+        upstream = {f: rec[f] for f in before}
+        if spec.is_conditional:
+            options, weights = spec.options_for(upstream)
+        else:
+            options, weights = spec.closed_values, spec.weights
+        prompt = spec.template.render(upstream)
+        prompts.add(prompt)
+        probs = filler.distribution(spec, prompt, options)
+        for option, p in zip(options, probs):
+            mass[option] = mass.get(option, 0.0) + float(p) / len(live)
+        target = np.asarray(weights, dtype=float) if weights is not None else np.full(len(options), 1 / len(options))
+        entropies.append(distribution_entropy(probs) / math.log(len(options)) if len(options) > 1 else None)
+        kls.append(distribution_kl(probs, target))
+    values = spec.closed_values
+    if not spec.is_conditional:  # the marginal over the shared option set
+        mean = np.array([mass.get(v, 0.0) for v in values])
+        target = np.asarray(spec.weights, dtype=float) if spec.weights is not None else np.full(len(values),
+                                                                                             1 / len(values))
+        entropy = distribution_entropy(mean) / math.log(len(values)) if len(values) > 1 else None
+        kl = distribution_kl(mean, target)
+    else:
+        known = [e for e in entropies if e is not None]
+        entropy = float(np.mean(known)) if known else None
+        kl = float(np.mean(kls))
+    top = sorted(mass.items(), key=lambda item: (-item[1], item[0]))[:TOP_K]
+    return FieldDistribution(name=name, prompts=len(prompts), k=len(values), top=top,
+                             normalized_entropy=entropy, kl_to_target=kl)
 
 
 # --------------------------------------------------------------- formatting

@@ -34,3 +34,18 @@ def test_the_ideal_sampler_table_matches_synthgen_diversity(row):
     expected = [f"{dv.expected_unique_uniform(k, n):.1f}", f"{math.log2(k):.3f}", f"{h:.3f}",
                 f"{h / math.log2(k):.3f}", f"{dv.ideal_kl(k, n):.4f}"]
     assert row[2:] == expected
+
+
+def test_the_recipe_reference_example_loads(tmp_path):
+    from synthgen.recipe import load_recipe
+
+    text = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    start = text.index("```yaml\nname: biography") + len("```yaml\n")
+    example = ROOT / "recipes" / f".doc-example-{tmp_path.name}.yaml"  # beside the real data and templates
+    example.write_text(text[start:text.index("```", start)], encoding="utf-8")
+    try:
+        recipe = load_recipe(example)
+    finally:
+        example.unlink()
+    assert recipe.fields["first_name"].option_parents == ("gender", "birth_country")
+    assert recipe.fields["biography"].checks is not None

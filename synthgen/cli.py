@@ -275,7 +275,7 @@ def preview_command(recipe_file, count, seed, fields, model, adapter, out_dir, t
                    "H(parent | FIELD). Repeatable.")
 def report(data, out_dir, fields, overwrite, given) -> None:
     """Diversity report for an existing parquet, jsonl or HF dataset directory."""
-    from synthgen.report import report_dataset
+    from synthgen.dataset_report import report_dataset
 
     selected = [f.strip() for f in fields.split(",")] if fields else None
     rep = report_dataset(data, out_dir, fields=selected, overwrite=overwrite, given=_parse_given(given))

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from synthgen.diversity import softmax
-from synthgen.recipe import FieldSpec, Recipe
+from synthgen.fields import FieldSpec
+from synthgen.recipe import Recipe
 from synthgen.seeding import attempt_seed, record_rng
 
 if TYPE_CHECKING:

@@ -24,9 +24,11 @@ import polars as pl
 
 from synthgen.dedup import dedup
 from synthgen.executors import EngineSpec, Executor, LocalExecutor, get_executor
+from synthgen.fields import FieldSpec
 from synthgen.io import atomic_write
-from synthgen.recipe import FieldSpec, Recipe
-from synthgen.report import FieldInfo, build_report, write_report
+from synthgen.recipe import Recipe
+from synthgen.report import FieldInfo, build_report
+from synthgen.report_files import write_report
 from synthgen.shards import RunOutput, prepare_out_dir, run_fingerprint
 
 __all__ = ["GenerateResult", "add_messages", "field_infos", "finish", "generate", "write_outputs"]

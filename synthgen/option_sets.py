@@ -30,7 +30,7 @@ from synthgen.errors import ConfigError
 from synthgen.prompts import PromptTemplate, TemplateRenderError, compile_template
 
 if TYPE_CHECKING:
-    from synthgen.recipe import FieldSpec
+    from synthgen.fields import FieldSpec
 
 __all__ = ["MAX_COMBINATIONS", "MAX_PARENT_VALUES", "OptionSet", "compile_options_path", "is_templated",
            "resolve_option_sets", "unsafe_path_value"]

@@ -31,10 +31,11 @@ from pathlib import Path
 import polars as pl
 
 from synthgen.errors import SynthgenError
+from synthgen.fields import FieldSpec
 from synthgen.fill import FieldStats, FilledRecords
 from synthgen.io import atomic_write
 from synthgen.provenance import adapter_digest
-from synthgen.recipe import FieldSpec, Recipe
+from synthgen.recipe import Recipe
 
 __all__ = ["ALIVE", "INDEX", "RunOutput", "check_names", "drawn_column", "fail_column", "field_dtype",
            "merge_shards", "pending_indices", "prepare_out_dir", "run_fingerprint", "shard_files", "shard_frame",

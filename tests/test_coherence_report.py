@@ -12,11 +12,13 @@ import pytest
 
 from synthgen import diversity as dv
 from synthgen.cli import main
+from synthgen.dataset_report import report_dataset
 from synthgen.errors import SynthgenError
 from synthgen.executors import LocalExecutor
 from synthgen.generation import field_infos, generate
 from synthgen.recipe import load_recipe
-from synthgen.report import FieldInfo, build_report, report_dataset, write_report
+from synthgen.report import FieldInfo, build_report
+from synthgen.report_files import write_report
 
 COHERENCE_KEYS = {
     "parents", "conditioned_on", "estimator", "n", "n_parent_values", "entropy_bits", "conditional_entropy_bits",

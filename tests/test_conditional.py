@@ -118,7 +118,7 @@ def test_an_integer_parent_and_a_distant_conditional_ancestor(tmp_path):
 
 
 def test_each_distinct_file_is_read_once(tmp_path, monkeypatch):
-    import synthgen.recipe as recipe_module
+    import synthgen.fields as recipe_module
 
     calls = []
     real = recipe_module._read_options_file

@@ -7,8 +7,10 @@ import datasets
 import polars as pl
 import pytest
 
+from synthgen.dataset_report import load_dataset_table, report_dataset
 from synthgen.errors import SynthgenError
-from synthgen.report import FieldInfo, build_report, load_dataset_table, report_dataset, write_report
+from synthgen.report import FieldInfo, build_report
+from synthgen.report_files import write_report
 
 CONTRACT_FIELD_KEYS = {
     "unique", "entropy_bits", "normalized_entropy", "top1_value", "top1_share", "top_values", "valid_rate",

@@ -376,6 +376,16 @@ def test_a_bad_training_config_is_one_line(task_file, tmp_path, capsys, case, ex
     one_line_error(capsys, main(["train", str(config), "-o", str(tmp_path / "a")]), str(config), key)
 
 
+def test_train_on_cuda_without_a_cuda_device(task_file, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"tasks: {task_file}\nmodel: /nonexistent/model\ndevice: cuda\n", encoding="utf-8")
+    one_line_error(capsys, main(["train", str(config), "-o", str(tmp_path / "a")]), "device", "no CUDA device")
+
+
 def test_train_to_an_impossible_directory_fails_before_training(task_file, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(f"tasks: {task_file}\nmodel: /nonexistent/model\n", encoding="utf-8")

@@ -57,6 +57,9 @@ NOTES = {
     "generate_speed.json": [BEFORE_RETRAIN],
     "generate_memory.json": [BEFORE_RETRAIN],
     "unique_ceiling.json": [BEFORE_RETRAIN + " It is the `default` column.", FLAT],
+    "preview_speed.json": [
+        "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
+        "an upper bound, not an idle-machine figure."],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],

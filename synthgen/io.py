@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -53,3 +55,18 @@ def writable_file(path: Path, what: str = "output file") -> Path:
 
         raise SynthgenError(f"the {what} {path} is a directory; expected a file path")
     return Path(path)
+
+
+def json_safe(value):
+    """A JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, keys -> str, unknown objects -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if hasattr(value, "item"):  # numpy scalar
+        return json_safe(value.item())
+    return str(value)

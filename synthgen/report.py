@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from synthgen import diversity as dv
+from synthgen.io import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +66,6 @@ class FieldInfo:
                 if not set(options) <= union or weights is not None and len(weights) != len(options):
                     raise ValueError(f"field {self.name!r}: each option set must lie in options, weights "
                                      "one per option")
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: nan/inf -> None, numpy scalars -> Python, unknown objects -> str."""
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, (str, bool, int)):
-        return x
-    if hasattr(x, "item"):  # numpy scalar
-        return _clean(x.item())
-    return str(x)
 
 
 def _value_counts(series: pl.Series) -> dict[Any, int]:
@@ -284,7 +270,7 @@ def build_report(
         "timing": timing,
     }
     _add_coherence(report["fields"], df, fields)
-    return _clean(report)
+    return json_safe(report)
 
 
 # ---------------------------------------------------------------- coherence

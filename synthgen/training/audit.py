@@ -152,22 +152,12 @@ def format_table(reports: dict[str, dict]) -> str:
 
 def write_json(report: dict, path: str | Path) -> Path:
     """Write ``report`` as indented JSON (atomically); returns the path."""
-    from synthgen.io import atomic_write
+    from synthgen.io import atomic_write, json_safe
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, json.dumps(_finite(report), indent=2, allow_nan=False).encode("utf-8"))
+    return atomic_write(path, json.dumps(json_safe(report), indent=2, allow_nan=False).encode("utf-8"))
 
-
-def _finite(value):
-    """A JSON-safe copy: infinite or NaN numbers (e.g. the KL to a zero-weight target) become null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def plot_tasks(tasks: Sequence[Task], max_tasks: int = 6) -> list[Task]:

@@ -252,8 +252,10 @@ def parse_checks(src: Path, key: str, raw: Mapping) -> TextChecks | None:
     return TextChecks(tuple(names), year)
 
 
-def _ancestors(fields: Mapping, name: str) -> set[str]:
-    """Every field ``name`` depends on, directly or not (unknown names skipped)."""
+def ancestors(fields: Mapping, name: str) -> set[str]:
+    """Every field ``name`` depends on, directly or not (unknown names skipped; cycles stop).
+
+    ``fields`` maps names to objects with ``depends_on`` (FieldSpecs, before or after ordering)."""
     seen: set[str] = set()
     todo = [name]
     while todo:
@@ -284,7 +286,7 @@ def check_references(src: Path, fields: Mapping) -> None:
                 raise ConfigError(src, key, f"unknown field '{other}' (known fields: {', '.join(fields)})")
             if other == name:
                 raise ConfigError(src, key, f"field '{name}' cannot check or start with itself")
-            if name in _ancestors(fields, other):
+            if name in ancestors(fields, other):
                 raise ConfigError(src, key, f"field '{other}' is filled after '{name}' (it depends on it); "
                                             "only a field filled before can be named")
         year = checks.consistent_year if checks is not None else None

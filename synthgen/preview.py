@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from synthgen.checks import ancestors
 from synthgen.diversity import distribution_entropy, distribution_kl
 from synthgen.errors import SynthgenError
 from synthgen.fill import FieldFiller, make_records
@@ -96,17 +97,6 @@ class Preview:
     valid_rates: dict[str, float] = field(default_factory=dict)
 
 
-def ancestors(recipe: Recipe, names: list[str]) -> tuple[str, ...]:
-    """``names`` and every field they depend on, in fill order."""
-    needed, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(recipe.fields[name].depends_on)
-    return tuple(n for n in recipe.order if n in needed)
-
-
 def preview(recipe: Recipe, n: int = 5, engine: Engine | None = None, fields: list[str] | None = None) -> Preview:
     """Make records ``0 .. n-1`` of ``recipe`` and the model's distributions over its closed fields.
 
@@ -122,7 +112,11 @@ def preview(recipe: Recipe, n: int = 5, engine: Engine | None = None, fields: li
     if unknown:
         raise SynthgenError(f"{recipe.path}: --fields: unknown field(s) {', '.join(unknown)}; "
                             f"the recipe has: {', '.join(recipe.order)}")
-    order = ancestors(recipe, list(fields)) if fields else recipe.order
+    if fields:
+        needed = set(fields).union(*(ancestors(recipe.fields, f) for f in fields))
+        order = tuple(n for n in recipe.order if n in needed)
+    else:
+        order = recipe.order
     partial = dataclasses.replace(recipe, order=order)
     if engine is None and any(recipe.fields[f].uses_model for f in order):
         from synthgen.executors import EngineSpec

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthgen.checks import ancestors
 from synthgen.recipe import Recipe
 from synthgen.training.tasks import Task
 
@@ -41,17 +42,6 @@ class RecipeTasks:
     skipped: dict[str, str]  # field -> why it has no task
 
 
-def ancestors(recipe: Recipe, name: str) -> set[str]:
-    seen: set[str] = set()
-    todo = list(recipe.fields[name].depends_on)
-    while todo:
-        dep = todo.pop()
-        if dep not in seen:
-            seen.add(dep)
-            todo.extend(recipe.fields[dep].depends_on)
-    return seen
-
-
 def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
     """Tasks for every closed-set field of ``recipe`` (see the module docstring), and the
     fields that get none with the reason."""
@@ -64,7 +54,7 @@ def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0)
         if spec.kind in ("text", "sample") or values is None or spec.template is None:
             skipped[name] = f"{spec.kind} field (no closed set of values to train towards)"
             continue
-        upstream = [f for f in recipe.order if f in ancestors(recipe, name)]
+        upstream = [f for f in recipe.order if f in ancestors(recipe.fields, name)]
         free = [f for f in upstream if recipe.fields[f].kind == "text"]
         if free:
             skipped[name] = f"its prompt reads the free-text field {free[0]!r}"

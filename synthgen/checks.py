@@ -6,7 +6,12 @@ A ``text`` field may declare, in the recipe:
   reply (:func:`mentions`); one check per field, named ``mentions_<f>``;
 * ``consistent_year: f``: the reply states no four-digit year other than the
   integer field ``f``'s value as the birth year (:func:`contradicts_year`); one
-  check named ``consistent_<f>``.
+  check named ``consistent_<f>``;
+* ``consistent_nationality: {field: f, demonyms_file: FILE}``: the reply calls
+  the person by no nationality word (demonym) of another value of ``f`` than the
+  record's (:func:`contradicts_nationality`); ``FILE`` is a CSV ``value,demonym``
+  (one row per word form) relative to the recipe; one check named
+  ``nationality_<f>``.
 
 Every named field must be filled before the text field: it becomes one of the
 field's dependencies (:attr:`synthgen.recipe.FieldSpec.depends_on`), and
@@ -42,6 +47,12 @@ statement about the person: "born" whose subject is a relative ("her son was
 born in 1980"), a hyphenated "-born" ("German-born"), and years of other events
 ("in 1975 she moved", a career span "Siemens (1975–1980)").
 
+A nationality word matches as whole words, case- and accent-insensitively, also
+in the plural ("Brazilians"). It does not count after a region word ("South
+American", "Latin American") or where it is part of another value of the record
+(an occupation "Spanish teacher", a place "Indian Wells"). A language named like
+a nationality ("fluent in French") counts: the check cannot tell them apart.
+
 Known blind spots: synonyms and paraphrases fail a mention ("doctor" for
 physician); a stem can match a related but different word ("pharmacy" matches
 "pharmacist"); a mention says the words are there, not that the text is true to
@@ -53,6 +64,7 @@ Pure functions; imports neither torch nor the recipe module.
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -62,8 +74,8 @@ from pathlib import Path
 from synthgen._validate import show
 from synthgen.errors import ConfigError
 
-__all__ = ["ENDINGS", "TextChecks", "check_references", "contradicts_year", "mention_kind", "mentions",
-           "parse_checks"]
+__all__ = ["ENDINGS", "NationalityCheck", "TextChecks", "check_references", "contradicts_nationality",
+           "contradicts_year", "mention_kind", "mentions", "parse_checks"]
 
 #: What may follow a value word's stem in a matching text word (inflection and common derivations).
 ENDINGS = frozenset({"", "s", "es", "e", "y", "ed", "d", "ing", "ings", "er", "ers", "ry", "ies", "ied",
@@ -201,30 +213,109 @@ def contradicts_year(text: str, year: int) -> bool:
     return any(_disagrees(match, int(year)) for match in stated_birth_years(text))
 
 
+# --------------------------------------------------------------- nationality
+_REGION_WORDS = frozenset({"north", "south", "east", "west", "central", "latin", "northern", "southern",
+                           "eastern", "western"})
+
+
+def contradicts_nationality(text: str, value: object, demonyms: Mapping[str, tuple[str, ...]],
+                            record: Mapping[str, object] | None = None) -> bool:
+    """Whether ``text`` uses a nationality word of another key of ``demonyms`` than ``value``
+    (module docstring); words that are part of another value of ``record`` do not count."""
+    found = _words(text)
+    own = {tuple(_words(d)) for d in demonyms.get(str(value), ())}
+    exempt = [_words(str(v)) for k, v in (record or {}).items() if isinstance(v, str) and v != text]
+    for key, forms in demonyms.items():
+        if key == str(value):
+            continue
+        for form in forms:
+            words = tuple(_words(form))
+            if not words or words in own or any(_contains(values, words) for values in exempt):
+                continue
+            for i in range(len(found) - len(words) + 1):
+                last = found[i + len(words) - 1]
+                if (found[i:i + len(words) - 1] == list(words[:-1]) and last in (words[-1], words[-1] + "s")
+                        and not (i and found[i - 1] in _REGION_WORDS)):
+                    return True
+    return False
+
+
+def _contains(words: list[str], part: tuple[str, ...]) -> bool:
+    return any(tuple(words[i:i + len(part)]) == part for i in range(len(words) - len(part) + 1))
+
+
+@dataclass(frozen=True)
+class NationalityCheck:
+    """``consistent_nationality``: the field holding the country, and each of its values' demonyms."""
+
+    field: str
+    demonyms: Mapping[str, tuple[str, ...]]
+    file: Path
+
+
+def _read_demonyms(src: Path, key: str, value: object, trust_paths: bool) -> NationalityCheck:
+    if not isinstance(value, Mapping) or set(value) != {"field", "demonyms_file"}:
+        raise ConfigError(src, key, f"expected a mapping with keys 'field' and 'demonyms_file', got {show(value)}")
+    name, file = value["field"], value["demonyms_file"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(src, f"{key}.field", f"expected a field name, got {show(name)}")
+    if not isinstance(file, str) or not file:
+        raise ConfigError(src, f"{key}.demonyms_file", f"expected a CSV file path, got {show(file)}")
+    path = src.parent / file
+    real, root = path.resolve(), src.parent.resolve()
+    if not trust_paths and not real.is_relative_to(root):
+        raise ConfigError(src, f"{key}.demonyms_file", f"{file}: {real} is outside the recipe's folder {root}; "
+                                                       "pass --trust-paths to allow it")
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(src, f"{key}.demonyms_file", f"cannot read {path}: {exc}") from None
+    if not rows or rows[0] != ["value", "demonym"] or len(rows) < 2:
+        raise ConfigError(src, f"{key}.demonyms_file", f"{path}: expected a header row 'value,demonym' and rows")
+    demonyms: dict[str, tuple[str, ...]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ConfigError(src, f"{key}.demonyms_file", f"{path} line {line}: expected value,demonym, got {row}")
+        demonyms[row[0].strip()] = (*demonyms.get(row[0].strip(), ()), row[1].strip())
+    return NationalityCheck(name, demonyms, path)
+
+
 # ------------------------------------------------------------------- checks
 @dataclass(frozen=True)
 class TextChecks:
-    """The checks of one text field: the fields it must mention and the birth-year field."""
+    """The checks of one text field: the fields it must mention, the birth-year field and the
+    nationality check."""
 
     must_mention: tuple[str, ...] = ()
     consistent_year: str | None = None
+    nationality: NationalityCheck | None = None
 
     @property
     def fields(self) -> frozenset[str]:
         """The fields the checks read (dependencies of the text field)."""
-        return frozenset(self.must_mention) | ({self.consistent_year} if self.consistent_year else set())
+        named = set(self.must_mention) | ({self.consistent_year} if self.consistent_year else set())
+        return frozenset(named | ({self.nationality.field} if self.nationality else set()))
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files the checks read (part of the run's fingerprint)."""
+        return (self.nationality.file,) if self.nationality else ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The check names, in the recipe's order: ``mentions_<f>``..., then ``consistent_<f>``."""
+        """The check names, in the recipe's order: ``mentions_<f>``..., ``consistent_<f>``, ``nationality_<f>``."""
         year = (f"consistent_{self.consistent_year}",) if self.consistent_year else ()
-        return tuple(f"mentions_{f}" for f in self.must_mention) + year
+        nationality = (f"nationality_{self.nationality.field}",) if self.nationality else ()
+        return tuple(f"mentions_{f}" for f in self.must_mention) + year + nationality
 
     def results(self, text: str, record: Mapping[str, object]) -> dict[str, bool]:
         """Check name -> whether ``text`` passes it, for the record it was written from."""
         out = {f"mentions_{f}": mentions(text, record[f]) for f in self.must_mention}
         if self.consistent_year:
             out[f"consistent_{self.consistent_year}"] = not contradicts_year(text, record[self.consistent_year])
+        if self.nationality:
+            field, demonyms = self.nationality.field, self.nationality.demonyms
+            out[f"nationality_{field}"] = not contradicts_nationality(text, record[field], demonyms, record)
         return out
 
     def failed(self, text: str, record: Mapping[str, object]) -> tuple[str, ...]:
@@ -232,10 +323,11 @@ class TextChecks:
         return tuple(name for name, ok in self.results(text, record).items() if not ok)
 
 
-def parse_checks(src: Path, key: str, raw: Mapping) -> TextChecks | None:
-    """The checks a text field's recipe keys declare (``must_mention``, ``consistent_year``), or
-    None without either. Whether the named fields exist is :func:`check_references`' job."""
-    if "must_mention" not in raw and "consistent_year" not in raw:
+def parse_checks(src: Path, key: str, raw: Mapping, trust_paths: bool = False) -> TextChecks | None:
+    """The checks a text field's recipe keys declare (``must_mention``, ``consistent_year``,
+    ``consistent_nationality``), or None without any. Whether the named fields exist is
+    :func:`check_references`' job."""
+    if not {"must_mention", "consistent_year", "consistent_nationality"} & set(raw):
         return None
     names = raw.get("must_mention", [])
     mkey = f"{key}.must_mention"
@@ -249,7 +341,9 @@ def parse_checks(src: Path, key: str, raw: Mapping) -> TextChecks | None:
     year = raw.get("consistent_year")
     if year is not None and (not isinstance(year, str) or not year):
         raise ConfigError(src, f"{key}.consistent_year", f"expected a field name, got {show(year)}")
-    return TextChecks(tuple(names), year)
+    nationality = (_read_demonyms(src, f"{key}.consistent_nationality", raw["consistent_nationality"], trust_paths)
+                   if "consistent_nationality" in raw else None)
+    return TextChecks(tuple(names), year, nationality)
 
 
 def ancestors(fields: Mapping, name: str) -> set[str]:
@@ -279,6 +373,8 @@ def check_references(src: Path, fields: Mapping) -> None:
             named += [(f"fields.{name}.must_mention[{i}]", f) for i, f in enumerate(checks.must_mention)]
             if checks.consistent_year:
                 named.append((f"fields.{name}.consistent_year", checks.consistent_year))
+            if checks.nationality:
+                named.append((f"fields.{name}.consistent_nationality.field", checks.nationality.field))
         if prefix is not None:
             named += [(prefix.key, f) for f in sorted(prefix.variables)]
         for key, other in named:

@@ -33,7 +33,7 @@ FIELD_KEYS = {
     "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights", "use_adapter"),
     "integer": ("kind", "description", *_TEMPLATE, "min", "max", *_SAMPLING),
     "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING,
-             "must_mention", "consistent_year", "reply_prefix"),
+             "must_mention", "consistent_year", "consistent_nationality", "reply_prefix"),
     "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
 }
 # the widest integer range the model picks from as a closed set (wider ranges are sampled as text)
@@ -80,7 +80,7 @@ class FieldSpec:
     option_parents: tuple[str, ...] = ()
     option_sets: Mapping[tuple, OptionSet] | None = field(default=None, hash=False)
     option_files: tuple[Path, ...] = ()  # every file the option sets were read from
-    checks: TextChecks | None = None  # text fields: must_mention / consistent_year (synthgen.checks)
+    checks: TextChecks | None = None  # text fields: must_mention / consistent_year / consistent_nationality
     reply_prefix: PromptTemplate | None = None  # text fields: the start of the reply, rendered from the record
 
     @property
@@ -214,7 +214,7 @@ def parse_field(src: Path, name: object, raw: object, trust_paths: bool = False)
             spec["pattern"] = None if pattern is None else re.compile(pattern)
         except re.error as exc:
             raise ConfigError(src, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}") from None
-        spec["checks"] = parse_checks(src, key, raw)
+        spec["checks"] = parse_checks(src, key, raw, trust_paths)
         if "reply_prefix" in raw:
             spec["reply_prefix"] = compile_template(string(src, f"{key}.reply_prefix", raw["reply_prefix"],
                                                            non_empty=True), str(src), f"{key}.reply_prefix")

@@ -82,6 +82,8 @@ class Recipe:
             if spec.options_file is not None:
                 files.append(spec.options_file)
             files.extend(spec.option_files)
+            if spec.checks is not None:
+                files.extend(spec.checks.files)
         return tuple(dict.fromkeys(files))
 
     def digest(self) -> str:

@@ -174,6 +174,32 @@ def biography_compare(data: dict) -> list[str]:
     return lines
 
 
+def coherence(data: dict) -> list[str]:
+    methods = data["methods"]
+    names = {"flat": "flat lists (no model)", "base_exact": "base model, exact over the conditional sets",
+             "shipped": "the shipped recipe"}
+    lines = [f"`{data['recipe']}`, {data['n']} records, seed {data['seed']}. Name/gender agreement is judged by "
+             f"the {data['reference']} on the female/male records whose first name it knows (share judged in "
+             "brackets); the names' country agreement by the birth country's own lists.", ""]
+    rows = []
+    for key, m in methods.items():
+        text = m.get("text") or {}
+        rows.append([names.get(key, key), f"{pct(m['gender_agreement'], 1)} ({pct(m['gender_judged_share'])})",
+                     pct(m["first_name_in_country_lists"], 1), pct(m["last_name_in_country_lists"], 1),
+                     m["countries"], pct(text.get("kept_all_checks"), 1) if text else "–",
+                     pct(text.get("valid_rate"), 1) if text else "–", m["n_kept"],
+                     m["removed"].get("exact_duplicates", 0), f"{m['seconds']:.0f} s"])
+    lines += table(["method", "first name fits gender", "first name from country", "last name from country",
+                    "countries", "text: all checks (kept)", "text valid rate", "kept", "exact duplicates",
+                    "wall time"], rows)
+    fields = list(next(iter(methods.values()))["fields"])
+    lines += ["", "Unique values / coverage ratio (unique over what the ideal sampler reaches over the same sets):", ""]
+    lines += table(["field", *(names.get(k, k) for k in methods)],
+                   [[f, *(f"{m['fields'][f]['unique']} / {num(m['fields'][f]['coverage_ratio'], 2)}"
+                          for m in methods.values())] for f in fields])
+    return lines
+
+
 def _adapter_column(name: str) -> str:
     return {"none": "base", "default": "general", "smollm2-135m-biography": "recipe-tuned"}.get(name, name)
 
@@ -461,6 +487,9 @@ SECTIONS: list[tuple[str, list[Section]]] = [
         ("biography_compare.json", "General adapter against the base model, 1000 records", biography_compare),
         ("unique_ceiling.json", "How many unique first names a run can reach", unique_ceiling),
         ("biography_diversity.json", "Diffuse adapters against prompting baselines", biography_diversity),
+    ]),
+    ("Coherence of biography records", [
+        ("coherence.json", "Coherent records: list sampler, base model and the shipped recipe", coherence),
     ]),
     ("Audits: how diffuse the adapters are", [
         ("audit_smollm2-135m.json", "The general adapter on the task suite", audit_general),

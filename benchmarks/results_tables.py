@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchmarks.tables_model_scale import model_scale
 from synthgen.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -466,6 +467,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
         ("audit_smollm2-135m.json", "The general adapter on the task suite", audit_general),
         ("audit_biography_tuned.json", "The recipe-tuned adapter on the biography recipe's fields", audit_biography),
         ("leave_one_out.json", "Leave-one-out: families never trained on", leave_one_out),
+        ("model_scale.json", "A larger model: SmolLM2-135M against Qwen2.5-Coder-0.5B", model_scale),
     ]),
     ("Speed and memory", [
         ("engine.json", "Engine: shared-prefix scoring and batched generation", engine),

@@ -325,3 +325,15 @@ def test_pull_default_model_for_real(monkeypatch):
     after = (path / "model.safetensors").stat()
     assert (after.st_ino, after.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)
     assert store.resolve(None) == str(path)
+
+
+def test_models_doc_lists_every_registered_model_with_its_licence():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the first table: one row per model
+        if line.startswith("| `"):
+            rows.setdefault(line.split("|")[1].strip(), line)
+    for spec in store.REGISTRY.values():
+        row = next(line for name, line in rows.items() if name.startswith(f"`{spec.name}`"))
+        assert f"| {spec.licence} |" in row
+        assert f"`{store._project(spec.packages[0])}`" in row

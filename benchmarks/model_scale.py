@@ -20,7 +20,7 @@ with its own provenance block, so they can run at different times):
     the biography's fact-check pass rates from the report, and the share of
     instruction responses that answer (:func:`judge_response`).
 
-    python benchmarks/model_scale.py --stage all --model qwen2.5-coder-0.5b
+    python benchmarks/model_scale.py --stage all    # both models, every stage
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ def stage_audit(model: str, adapter: str, from_audit: Path | None) -> None:
     if from_audit is not None:
         data = json.loads(Path(from_audit).read_text(encoding="utf-8"))
         source = _relative(from_audit)
-        if Path(from_audit).resolve() != target.resolve():
+        if Path(from_audit).resolve().is_relative_to(RESULTS.resolve()):
+            target = Path(from_audit)  # already a committed result: no copy
+        else:
             shutil.copyfile(from_audit, target)
     else:
         from synthgen.training.audit import run_audit
@@ -200,6 +202,7 @@ def stage_train(model: str, steps: int) -> None:
 
     def on_step(data: dict) -> None:
         marks["steps"].append(time.perf_counter())
+        print(f"{model}: step {data['step']} at {marks['steps'][-1] - marks['start'][0]:.0f} s", file=sys.stderr)
         if data["step"] >= steps:
             raise _Stop
 
@@ -282,7 +285,8 @@ def stage_generate(model: str, adapter: str, n: int, work: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["audit", "train", "generate", "all"], required=True)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="registered model name")
+    parser.add_argument("--model", default="smollm2-135m,qwen2.5-coder-0.5b",
+                        help="registered model names, comma-separated (each runs the stages in turn)")
     parser.add_argument("--adapter", default="default", help="'default', 'none' or an adapter directory")
     parser.add_argument("--from-audit", type=Path, default=None,
                         help="audit stage: summarise this `synthgen audit --json` file instead of auditing")
@@ -291,12 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "out" / "model_scale",
                         help="generate stage: where the generated datasets go")
     args = parser.parse_args(argv)
-    if args.stage in ("audit", "all"):
-        stage_audit(args.model, args.adapter, args.from_audit)
-    if args.stage in ("train", "all"):
-        stage_train(args.model, args.steps)
-    if args.stage in ("generate", "all"):
-        stage_generate(args.model, args.adapter, args.n, args.work_dir)
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if args.from_audit is not None and len(models) != 1:
+        parser.error("--from-audit summarises one audit: give one --model")
+    for model in models:
+        if args.stage in ("audit", "all"):
+            stage_audit(model, args.adapter, args.from_audit)
+        if args.stage in ("train", "all"):
+            stage_train(model, args.steps)
+        if args.stage in ("generate", "all"):
+            stage_generate(model, args.adapter, args.n, args.work_dir)
     return 0
 
 

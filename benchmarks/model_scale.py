@@ -175,7 +175,7 @@ def stage_audit(model: str, adapter: str, from_audit: Path | None) -> None:
              "audit_seconds": None if source else round(seconds, 1),
              "audit_command": (data.get("provenance") or {}).get("command"),
              "groups": summarise(data["tasks"], held_out),
-             "load_average_after": list(os.getloadavg())}
+             "load_average_after": None if source else list(os.getloadavg())}
     if data.get("baseline"):  # an audit of an adapter with its base model beside it
         entry["base_groups"] = summarise(data["baseline"]["tasks"], held_out)
     _update("audit", f"{model}+{label}", entry, adapters={"adapter": adapter_dir})

@@ -61,6 +61,8 @@ NOTES = {
     "preview_speed.json": [
         "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
         "an upper bound, not an idle-machine figure."],
+    "model_scale.json": ["Written stage by stage by `benchmarks/model_scale.py`; the command, code and date of "
+                         "each stage are listed below the tables."],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],

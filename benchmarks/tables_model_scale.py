@@ -58,7 +58,7 @@ def _audit_table(data: dict) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in audit_rows(data):
         g = row["groups"]
-        loo_cell = "not measured"
+        loo_cell = "–" if row["adapter"] == "none" else "not measured"
         if row["model"] == DEFAULT and row["adapter"] != "none" and loo:
             loo_cell = (f"{_num(loo['valid_mass'])} / {_num(loo['normalized_entropy'])} "
                         f"(mean of {loo['families']} families, earlier suite)")
@@ -128,6 +128,13 @@ def model_scale(data: dict) -> list[str]:
     if loads:
         lines += ["", f"Load average (1 min) when each stage ended: {', '.join(str(x) for x in loads)} on 2 cores: "
                   "timings taken under load are upper bounds."]
+    lines += ["", "Each stage records its own provenance:", ""]
+    for section in ("audit", "train", "generate"):
+        for key, entry in data.get(section, {}).items():
+            block = entry.get("provenance") or {}
+            source = f"; summarises `{entry['summarised_from']}`" if entry.get("summarised_from") else ""
+            lines.append(f"- {section} `{key}`: `{block.get('command', 'not recorded')}` (code "
+                         f"{block.get('git_commit') or 'not recorded'}, {block.get('date') or 'no date'}{source}).")
     rule = decision(data)
     if rule:
         verdict = "switch the default" if rule["switch"] else "keep the default; ship the larger model as an option"

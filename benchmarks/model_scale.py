@@ -186,13 +186,27 @@ class _Stop(Exception):
 
 
 def stage_train(model: str, steps: int) -> None:
-    """Time the first ``steps`` optimizer steps of the shipped config on ``model``."""
+    """Time the first ``steps`` optimizer steps of the shipped config on ``model``.
+
+    Only the preserve anchors those steps use are decoded (the first
+    ``ceil(steps / preserve_every)`` prompts, in the file's order, which is the order
+    the run takes them in), so the steps cost what they cost in the full run while the
+    setup decodes fewer anchors; the projection scales the setup up by the ratio of
+    anchors (an upper bound: model loading and encoding do not scale).
+    """
     from dataclasses import replace
 
     from synthgen.training.config import config_tasks, load_config
     from synthgen.training.loop import train
+    from synthgen.training.preserve import read_prompts
 
     config = replace(load_config(CONFIG), model=model)
+    prompts = read_prompts(config.preserve, config.source)
+    used = min(len(prompts), -(-steps // config.preserve_every))
+    tmp = tempfile.TemporaryDirectory()
+    anchors_file = Path(tmp.name) / "preserve.txt"
+    anchors_file.write_text("\n".join(prompts[:used]) + "\n", encoding="utf-8")
+    config = replace(config, preserve=str(anchors_file))
     marks: dict[str, list[float]] = {"start": [], "steps": []}
     info: dict = {}
 
@@ -212,18 +226,22 @@ def stage_train(model: str, steps: int) -> None:
             train(config, Path(out) / "adapter", on_step=on_step, on_start=on_start)
         except _Stop:
             pass
+    tmp.cleanup()
     times = marks["steps"]
     per_step = (times[-1] - times[0]) / (len(times) - 1)
     setup = times[0] - marks["start"][0] - per_step  # model load, preserve anchors, encoding
+    full_setup = setup * len(prompts) / used
     shipped = json.loads((GENERAL / "training.json").read_text(encoding="utf-8"))
     shipped_steps = len(shipped["steps"])
     entry = {"model": _model_info(model), "config": _relative(CONFIG), "changed": {"model": model},
              "tasks": len(config_tasks(config)), "epochs": config.epochs, "steps_timed": len(times) - 1,
              "seconds_per_step": round(per_step, 3), "setup_seconds": round(setup, 1),
+             "preserve_anchors_decoded": used, "preserve_anchors_in_config": len(prompts),
+             "projected_setup_seconds": round(full_setup, 1),
              "upper_bound_steps": info.get("total_steps"),
              "shipped_run_steps": shipped_steps,
-             "projected_seconds_shipped_steps": round(setup + per_step * shipped_steps),
-             "projected_seconds_upper_bound": round(setup + per_step * info.get("total_steps", 0)),
+             "projected_seconds_shipped_steps": round(full_setup + per_step * shipped_steps),
+             "projected_seconds_upper_bound": round(full_setup + per_step * info.get("total_steps", 0)),
              "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
     _update("train", model, entry)
 

@@ -246,58 +246,74 @@ def stage_train(model: str, steps: int) -> None:
     _update("train", model, entry)
 
 
-def _generate(recipe: Path, model: str, adapter: str, n: int, out_dir: Path) -> tuple[float, dict, list[dict]]:
-    """Run ``synthgen generate`` as a user would; return its wall time, report and records."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "synthgen.cli", "generate", str(recipe), "-n", str(n), "--seed", "0",
-           "-o", str(out_dir), "--model", model, "--adapter", adapter]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"generate failed ({' '.join(cmd)}): {proc.stderr.strip().splitlines()[-1:]}")
+def _generate(recipe: Path, model: str, adapter: str, n: int, out_dir: Path,
+              reuse: bool = False) -> tuple[float | None, dict, list[dict]]:
+    """Run ``synthgen generate`` as a user would; return its wall time, report and records.
+    With ``reuse``, read a finished run already in ``out_dir`` instead (wall time None)."""
+    seconds = None
+    if not (reuse and (out_dir / "report.json").is_file()):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cmd = [sys.executable, "-m", "synthgen.cli", "generate", str(recipe), "-n", str(n), "--seed", "0",
+               "-o", str(out_dir), "--model", model, "--adapter", adapter]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"generate failed ({' '.join(cmd)}): {proc.stderr.strip().splitlines()[-1:]}")
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     records = [json.loads(line) for line in (out_dir / "records.jsonl").read_text(encoding="utf-8").splitlines()
                if line.strip()]
     return seconds, report, records
 
 
-def _run_summary(seconds: float, report: dict, n: int) -> dict:
-    return {"n_requested": n, "n_kept": report["n_kept"], "wall_seconds": round(seconds, 1),
-            "seconds_per_record": round(seconds / n, 2), "report_seconds": report["timing"]["seconds"],
+def _run_summary(seconds: float | None, report: dict, n: int) -> dict:
+    """Counts and times of one run; per record from the wall time, else from the report's own timing."""
+    timed = seconds if seconds is not None else report["timing"]["seconds"]
+    return {"n_requested": n, "n_kept": report["n_kept"],
+            "wall_seconds": None if seconds is None else round(seconds, 1),
+            "seconds_per_record": round(timed / n, 2), "report_seconds": report["timing"]["seconds"],
             "removed": report["removed"]}
 
 
-def stage_generate(model: str, adapter: str, n: int, work: Path) -> None:
+def _biography(seconds, report: dict, records: list[dict], n: int) -> dict:
+    bio = report["fields"]["biography"]
+    attributes = [f for f in ("first_name", "last_name", "birth_place", "occupation") if f in report["fields"]]
+    return {**_run_summary(seconds, report, n), "valid_rate": bio.get("valid_rate"),
+            "checks": bio.get("checks") or {},
+            "attribute_normalized_entropy": {f: report["fields"][f].get("normalized_entropy") for f in attributes},
+            "attribute_unique": {f: report["fields"][f].get("unique") for f in attributes}}
+
+
+def _instruction(seconds, report: dict, records: list[dict], n: int) -> dict:
+    verdicts = [judge_response(r.get("instruction", ""), r.get("response", "")) for r in records]
+    counts = Counter(verdicts)
+    return {**_run_summary(seconds, report, n),
+            "valid_rate": {f: report["fields"][f].get("valid_rate") for f in ("instruction", "response")},
+            "verdicts": dict(sorted(counts.items())),
+            "answer_share_of_kept": counts["answer"] / len(records) if records else None,
+            "answer_share_of_requested": counts["answer"] / n,
+            "examples": [{"instruction": r.get("instruction"), "response": (r.get("response") or "")[:300],
+                          "verdict": v} for r, v in list(zip(records, verdicts))[:3]]}
+
+
+def stage_generate(model: str, adapter: str, n: int, work: Path, which: list[str], reuse: bool) -> None:
+    """Each recipe in ``which`` is written to the model's entry as soon as it has run."""
     adapter_dir = _adapter_dir(model, adapter)
     label = adapter_dir.name if adapter_dir else "none"
-    load_before = list(os.getloadavg())
-    seconds, report, _ = _generate(RECIPES["biography"], model, adapter, n, work / model / "biography")
-    bio = report["fields"]["biography"]
-    biography = {**_run_summary(seconds, report, n), "valid_rate": bio.get("valid_rate"),
-                 "checks": bio.get("checks") or {},
-                 "attribute_normalized_entropy": {
-                     f: report["fields"][f].get("normalized_entropy")
-                     for f in ("first_name", "last_name", "birth_place", "occupation") if f in report["fields"]},
-                 "attribute_unique": {f: report["fields"][f].get("unique")
-                                      for f in ("first_name", "last_name", "birth_place", "occupation")
-                                      if f in report["fields"]}}
-    seconds, report, records = _generate(RECIPES["instruction"], model, adapter, n, work / model / "instruction")
-    verdicts = Counter(judge_response(r.get("instruction", ""), r.get("response", "")) for r in records)
-    instruction = {**_run_summary(seconds, report, n),
-                   "valid_rate": {f: report["fields"][f].get("valid_rate") for f in ("instruction", "response")},
-                   "verdicts": dict(sorted(verdicts.items())),
-                   "answer_share_of_kept": verdicts["answer"] / len(records) if records else None,
-                   "answer_share_of_requested": verdicts["answer"] / n,
-                   "examples": [{"instruction": r.get("instruction"), "response": (r.get("response") or "")[:300],
-                                 "verdict": judge_response(r.get("instruction", ""), r.get("response", ""))}
-                                for r in records[:3]]}
-    _update("generate", f"{model}+{label}",
-            {"model": _model_info(model), "adapter": label, "seed": 0, "biography": biography,
-             "instruction": instruction, "load_average_before": load_before,
-             "load_average_after": list(os.getloadavg())},
-            adapters={"adapter": adapter_dir})
+    key = f"{model}+{label}"
+    for name in which:
+        load_before = list(os.getloadavg())
+        seconds, report, records = _generate(RECIPES[name], model, adapter, n, work / model / name, reuse)
+        summary = (_biography if name == "biography" else _instruction)(seconds, report, records, n)
+        summary.update(load_average_before=load_before, load_average_after=list(os.getloadavg()),
+                       reused_output=seconds is None)
+        data = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
+        entry = {k: v for k, v in data.get("generate", {}).get(key, {}).items()
+                 if k not in ("provenance", "torch_threads")}
+        entry.update({"model": _model_info(model), "adapter": label, "seed": 0, name: summary,
+                      "load_average_after": summary["load_average_after"]})
+        _update("generate", key, entry, adapters={"adapter": adapter_dir})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=20, help="generate stage: records per recipe")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "out" / "model_scale",
                         help="generate stage: where the generated datasets go")
+    parser.add_argument("--recipes", default="biography,instruction",
+                        help="generate stage: which recipes (biography, instruction)")
+    parser.add_argument("--reuse-output", action="store_true",
+                        help="generate stage: summarise a finished run already in --work-dir (no wall time)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if args.from_audit is not None and len(models) != 1:
@@ -322,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in ("train", "all"):
             stage_train(model, args.steps)
         if args.stage in ("generate", "all"):
-            stage_generate(model, args.adapter, args.n, args.work_dir)
+            stage_generate(model, args.adapter, args.n, args.work_dir,
+                           [r.strip() for r in args.recipes.split(",") if r.strip()], args.reuse_output)
     return 0
 
 

@@ -81,13 +81,16 @@ def _cost_table(data: dict) -> list[str]:
         probe = train.get(model)
         trained = (f"{_minutes(probe['projected_seconds_shipped_steps'])} projected "
                    f"({probe['shipped_run_steps']} steps)") if probe else "–"
-        bio, ins = gen["biography"], gen["instruction"]
-        checks = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(bio["checks"].items()) if v is not None) or "–"
+        bio, ins = gen.get("biography"), gen.get("instruction")
+        checks = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(bio["checks"].items())
+                           if v is not None) if bio else ""
         lines.append("| " + " | ".join([
             f"`{model}`", "none" if gen["adapter"] == "none" else f"`{gen['adapter']}`",
             _num(probe["seconds_per_step"], 2) if probe else "–", trained,
-            f"{bio['seconds_per_record']:.1f} ({bio['n_requested']})", _minutes(100 * bio["seconds_per_record"]),
-            checks, f"{100 * ins['answer_share_of_requested']:.0f}% ({ins['n_requested']})"]) + " |")
+            f"{bio['seconds_per_record']:.1f} ({bio['n_requested']})" if bio else "not measured",
+            _minutes(100 * bio["seconds_per_record"]) if bio else "–", checks or "–",
+            f"{100 * ins['answer_share_of_requested']:.0f}% ({ins['n_requested']})" if ins else "not measured"])
+            + " |")
     return lines
 
 
@@ -100,7 +103,7 @@ def decision(data: dict) -> dict | None:
         return None
     model, adapter, best = max(others, key=lambda o: (o[2]["valid_mass"] or 0) + (o[2]["normalized_entropy"] or 0))
     gen = data.get("generate", {}).get(f"{model}+{adapter}") or {}
-    seconds = 100 * gen["biography"]["seconds_per_record"] if gen else None
+    seconds = 100 * gen["biography"]["seconds_per_record"] if gen.get("biography") else None
     gains = {k: best[k] - ref[k] for k in ("valid_mass", "normalized_entropy")}
     switch = all(v >= MIN_GAIN for v in gains.values()) and seconds is not None and seconds < MAX_BIOGRAPHY_SECONDS
     return {"model": model, "adapter": adapter, "gains": gains, "biography_seconds": seconds, "switch": switch}

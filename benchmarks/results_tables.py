@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchmarks.tables_model_scale import model_scale
 from synthgen.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ NOTES = {
     "preview_speed.json": [
         "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
         "an upper bound, not an idle-machine figure."],
+    "model_scale.json": ["Written stage by stage by `benchmarks/model_scale.py`; the command, code and date of "
+                         "each stage are listed below the tables."],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],
@@ -495,6 +498,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
         ("audit_smollm2-135m.json", "The general adapter on the task suite", audit_general),
         ("audit_biography_tuned.json", "The recipe-tuned adapter on the biography recipe's fields", audit_biography),
         ("leave_one_out.json", "Leave-one-out: families never trained on", leave_one_out),
+        ("model_scale.json", "A larger model: SmolLM2-135M against Qwen2.5-Coder-0.5B", model_scale),
     ]),
     ("Speed and memory", [
         ("engine.json", "Engine: shared-prefix scoring and batched generation", engine),

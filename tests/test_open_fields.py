@@ -1,0 +1,164 @@
+"""Open fields (kind: open): loading, reply checks, generation on the tiny model, validity and novelty."""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+
+import polars as pl
+import pytest
+
+from synthgen.cli import main
+from synthgen.errors import ConfigError
+from synthgen.executors import LocalExecutor
+from synthgen.generation import field_infos, generate
+from synthgen.novelty import open_metrics
+from synthgen.open_fields import normalise_reply
+from synthgen.recipe import load_recipe
+from synthgen.report import build_report
+
+HEAD = """\
+name: open
+seed: 3
+count: 24
+batch_size: 8
+fields:
+  gender: {kind: choice, template_inline: "Pick a gender.", options: [female, male]}
+"""
+NAME = """\
+  name:
+    kind: open
+    template_inline: "Choose a first name for a {{ gender }} person. Reply with only the name."
+"""
+
+
+def write(tmp_path, field_keys: str, files: dict[str, str] | None = None):
+    for rel, text in (files or {}).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(HEAD + NAME + textwrap.indent(textwrap.dedent(field_keys), "    "), encoding="utf-8")
+    return path
+
+
+REFS = {"ref/female.txt": "Anna\nMaria\nEve\n", "ref/male.txt": "Tom\nBob\n", "seeds/female.txt": "Anna\n",
+        "seeds/male.txt": "Tom\nBob\n"}
+
+
+def test_an_open_field_loads_with_conditional_seeds_and_reference(tmp_path):
+    recipe = load_recipe(write(tmp_path, """\
+        seed_values_file: "seeds/{{ gender }}.txt"
+        reference_file: "ref/{{ gender }}.txt"
+        reject: [Elara]
+        """, REFS))
+    spec = recipe.fields["name"]
+    assert recipe.order == ("gender", "name") and spec.depends_on == {"gender"}
+    assert spec.use_adapter and spec.closed_values is None and spec.stop == ("\n",)
+    assert spec.open.seeds.sets == {("female",): ("Anna",), ("male",): ("Tom", "Bob")}
+    assert spec.open.reference.for_record({"gender": "female"}) == {"Anna", "Maria", "Eve"}
+    assert tmp_path / "ref" / "male.txt" in recipe.source_files
+
+
+@pytest.mark.parametrize("reply, value", [
+    ("Anna", "Anna"), ('  "Maria."  ', "Maria"), ("**Bob**\nand more", "Bob"), ("elara", None),
+    ("Sure, here is a good name", None), ("", None), ("anna", None),
+])
+def test_replies_are_normalised_then_checked(tmp_path, reply, value):
+    spec = load_recipe(write(tmp_path, """\
+        seed_values: [Anna]
+        pattern: "[A-Z][a-z]+"
+        reject: [Elara]
+        max_words: 3
+        """)).fields["name"]
+    assert spec.parse_value(reply) == value
+
+
+def test_normalise_reply_keeps_an_abbreviation_inside():
+    assert normalise_reply("St. Louis.") == "St. Louis"
+    assert normalise_reply("\n\n 'New   York' \n") == "New York"
+
+
+@pytest.mark.parametrize("keys, files, where, what", [
+    ('seed_values_file: "seeds/{{ gender }}.txt"\n', {"seeds/female.txt": "Anna\n", "seeds/male.txt": "\n"},
+     "fields.name.seed_values_file", "holds no values"),
+    ("reference_file: ref/missing.txt\n", {}, "fields.name.reference_file", "file not found"),
+    ('seed_values: [anna, bob]\npattern: "[A-Z][a-z]+"\n', {}, "fields.name.seed_values",
+     "none of the 2 seed values passes"),
+    ("seed_values: []\n", {}, "fields.name.seed_values", "non-empty list"),
+    ("seed_values: [Anna]\nseed_values_file: s.txt\n", {}, "fields.name.seed_values_file", "not both"),
+    ("options: [Anna]\n", {}, "fields.name.options", "unknown key"),
+    ("max_words: 0\n", {}, "fields.name.max_words", ">= 1"),
+    ('reject_file: "r/{{ gender }}.txt"\n', {}, "fields.name.reject_file", "cannot be a template"),
+])
+def test_bad_open_fields_are_one_line_errors(tmp_path, keys, files, where, what):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(write(tmp_path, keys, files))
+    message = str(err.value)
+    assert "\n" not in message and where in message and what in message and "r.yaml" in message
+
+
+def test_some_seeds_failing_the_checks_is_a_warning_with_the_count(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_recipe(write(tmp_path, 'seed_values: [Anna, bob, Eve]\npattern: "[A-Z][a-z]+"\n'))
+    assert "1 of 3 seed values" in caplog.text
+
+
+def test_an_open_field_cannot_select_an_options_file(tmp_path):
+    path = write(tmp_path, "seed_values: [Anna]\n", {"x/Anna.txt": "a\n"})
+    path.write_text(path.read_text() + '  other: {kind: sample, options_file: "x/{{ name }}.txt"}\n')
+    with pytest.raises(ConfigError, match="'name' is an open field"):
+        load_recipe(path)
+
+
+def test_open_metrics_count_valid_by_reference_and_novel_outside_the_seeds(tmp_path):
+    reference = load_recipe(write(tmp_path, 'reference_file: "ref/{{ gender }}.txt"\n', REFS)
+                            ).fields["name"].open.reference
+    values = ["Anna", "Maria", "Maria", "Tom", "Anna", "Zed", None]
+    rows = [{"gender": g} for g in ("female", "female", "female", "male", "male", "male", "male")]
+    m = open_metrics(values, {"Anna", "Tom"}, reference, rows)
+    # Anna for a male record and Zed are outside their record's reference: 4 of 6 valid
+    assert (m["n"], m["valid"], m["valid_rate"]) == (6, 4, 4 / 6)
+    assert (m["unique_valid"], m["novel_valid"], m["seeds_reached"]) == (3, 1, 2)
+    assert m["novel_share"] == 1 / 3 and m["novel_value_share"] == 2 / 4
+    plain = open_metrics(values, None, None, checks_valid_rate=0.5)
+    assert plain["validity"] == "checks" and plain["valid_rate"] == 0.5 and plain["unique_valid"] == 4
+    assert plain["novel_valid"] is None
+
+
+def test_report_has_an_open_entry_and_a_markdown_line(tmp_path):
+    recipe = load_recipe(write(tmp_path, """\
+        seed_values_file: "seeds/{{ gender }}.txt"
+        reference_file: "ref/{{ gender }}.txt"
+        """, REFS))
+    df = pl.DataFrame({"gender": ["female", "male", "female"], "name": ["Eve", "Bob", "Eve"]})
+    report = build_report(df, field_infos(recipe), recipe="open", n_requested=3, n_generated=3, removed={})
+    entry = report["fields"]["name"]["open"]
+    assert entry["validity"] == "reference" and entry["novel_valid"] == 1 and entry["seeds_reached"] == 1
+    assert report["fields"]["name"]["coherence"]["parents"] == ["gender"]
+    from synthgen.report_files import _markdown
+
+    assert "- name: valid rate 1.000 (by reference), 2 unique valid, 1 novel" in _markdown(report, {})
+
+
+def test_generate_fills_an_open_field_freely_and_reports_it(tmp_path, tiny_engine):
+    recipe = load_recipe(write(tmp_path, "seed_values: [Anna, Tom]\nmax_words: 3\nretries: 2\n"))
+    out = tmp_path / "out"
+    generate(recipe, out, executor=LocalExecutor(engine=tiny_engine))
+    df = pl.read_parquet(out / "records.parquet")
+    report = json.loads((out / "report.json").read_text())
+    field = report["fields"]["name"]
+    assert len(df) and all(1 <= len(v.split()) <= 3 and v == normalise_reply(v) for v in df["name"])
+    assert field["kind"] == "open" and field["open"]["validity"] == "checks"
+    assert field["open"]["unique_valid"] == df["name"].n_unique()
+    assert 0 < field["valid_rate"] <= 1 and field["open"]["valid_rate"] == field["valid_rate"]
+    again = tmp_path / "again"
+    generate(recipe, again, executor=LocalExecutor(engine=tiny_engine))
+    assert pl.read_parquet(again / "records.parquet").equals(df)
+
+
+def test_validate_cli_shows_an_open_field(tmp_path, capsys):
+    path = write(tmp_path, 'seed_values_file: "seeds/{{ gender }}.txt"\n', REFS)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "open" in out and "3 seed values" in out

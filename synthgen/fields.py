@@ -134,7 +134,13 @@ class FieldSpec:
     def draw(self, rng, record: Mapping[str, object] | None = None) -> str | int:
         """One value from the recipe's own distribution, with a numpy Generator: an option by
         the recipe's weights (uniform without), else an integer uniform in [min, max]. A conditional
-        field draws from the set of ``record`` (the record so far), by that set's weights."""
+        field draws from the set of ``record`` (the record so far), by that set's weights. An open
+        field with seed values draws one of the record's seeds, uniformly (training prompts read it)."""
+        if self.open is not None:
+            if self.open.seeds is None:
+                raise ValueError(f"field {self.name!r} is open without seed values: nothing to draw from")
+            seeds = self.open.seeds.values_for(record or {})
+            return seeds[rng.choice(len(seeds))]
         if self.options:
             if self.option_sets is not None and record is None:
                 raise ValueError(f"field {self.name!r} is conditional: draw(rng, record) needs the record")

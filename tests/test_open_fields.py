@@ -162,3 +162,60 @@ def test_validate_cli_shows_an_open_field(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "open" in out and "3 seed values" in out
+
+
+def test_recipe_tasks_train_an_open_field_on_its_records_seeds(tmp_path):
+    from synthgen.training.recipe_tasks import tasks_from_recipe
+
+    path = write(tmp_path, 'seed_values_file: "seeds/{{ gender }}.txt"\npattern: "[A-Z][a-z]+"\n',
+                 {**REFS, "seeds/male.txt": "Tom\nbob\nBob\n"})
+    built = tasks_from_recipe(load_recipe(path), prompts_per_field=4, seed=0)
+    names = [t for t in built.tasks if t.family == "name"]
+    assert built.open_families == ["name"] and "gender" in {t.family for t in built.tasks}
+    by_prompt = {t.prompt: t.targets for t in names}
+    assert by_prompt == {  # the record's own seeds that pass the checks ('bob' does not), uniform
+        "Choose a first name for a female person. Reply with only the name.": ("Anna",),
+        "Choose a first name for a male person. Reply with only the name.": ("Tom", "Bob"),
+    }
+    assert all(t.is_uniform for t in names)
+
+
+def test_an_open_upstream_field_is_drawn_from_its_seeds(tmp_path):
+    from synthgen.training.recipe_tasks import tasks_from_recipe
+
+    path = write(tmp_path, "seed_values: [Anna, Tom]\n")
+    path.write_text(path.read_text() + textwrap.indent(textwrap.dedent("""\
+          nick:
+            kind: open
+            template_inline: "A nickname for {{ name }}."
+            seed_values: [Bee]
+          free:
+            kind: open
+            template_inline: "Anything."
+          after:
+            kind: choice
+            template_inline: "Pick for {{ free }}."
+            options: [a, b]
+        """), "  "))
+    built = tasks_from_recipe(load_recipe(path), prompts_per_field=4, seed=0)
+    assert {t.prompt for t in built.tasks if t.family == "nick"} == {"A nickname for Anna.", "A nickname for Tom."}
+    assert "free" in built.skipped and "unseeded open field 'free'" in built.skipped["after"]
+
+
+def test_train_from_recipe_stops_an_open_field_at_one_plus_gamma_of_its_optimum(tiny_model_dir, tmp_path):
+    from synthgen.training.config import LoraOptions, TrainConfig
+    from synthgen.training.loop import train
+
+    # one-letter seeds (single tokens for the tiny tokenizer); the tiny model gets within 4x of the
+    # optimum in a few epochs but never within the closed families' tol, so only gamma can stop it
+    path = write(tmp_path, "seed_values: [a, b, c, d, e]\n")
+    gamma = 4.0
+    config = TrainConfig(recipe=str(path), model=str(tiny_model_dir), families=["name"], epochs=30, lr=3e-2,
+                         gamma=gamma, lora=LoraOptions(rank=4, alpha=8))
+    train(config, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert saved["config"]["open_families"] == ["name"]
+    losses = [(e["families"]["name"]["loss"], e["families"]["name"]["optimal"]) for e in saved["epochs"]]
+    assert len(losses) < 30 and saved["epochs"][-1]["families"]["name"]["stopped"]
+    assert losses[-1][0] <= (1 + gamma) * losses[-1][1]
+    assert all(loss > (1 + gamma) * optimal for loss, optimal in losses[:-1])

@@ -110,8 +110,7 @@ def field_info(spec: FieldSpec) -> FieldInfo:
         options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
         return FieldInfo(name=spec.name, kind=spec.kind, options=options)
     if spec.open is not None:
-        seeds = spec.open.seeds.union if spec.open.seeds is not None else None
-        return FieldInfo(name=spec.name, kind=spec.kind, seeds=seeds, reference=spec.open.reference)
+        return FieldInfo(name=spec.name, kind=spec.kind, seeds=spec.open.seeds, reference=spec.open.reference)
     return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights,
                      option_parents=spec.option_parents, option_sets=spec.option_sets)
 

@@ -55,7 +55,7 @@ class FieldInfo:
     parents: tuple[str, ...] = ()  # the fields this one is conditioned on (coherence)
     option_parents: tuple[str, ...] = ()
     option_sets: Mapping[tuple, tuple[tuple[str, ...], tuple[float, ...] | None]] | None = None
-    seeds: frozenset[str] | None = None  # an open field's seed values (novel = valid and not among them)
+    seeds: ValueSets | None = None  # an open field's seed values (novel = valid and not its record's seed)
     reference: ValueSets | None = None  # an open field's reference (valid = in the record's set)
 
     def __post_init__(self) -> None:
@@ -105,10 +105,10 @@ def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mappin
 def _open_entry(series: pl.Series, info: FieldInfo, frame: pl.DataFrame | None,
                 checks_valid_rate: float | None) -> dict[str, Any]:
     """An open field's validity and novelty (:func:`synthgen.novelty.open_metrics`)."""
-    parents = info.reference.parents if info.reference is not None else ()
+    parents = tuple(dict.fromkeys(p for vs in (info.seeds, info.reference) if vs is not None for p in vs.parents))
     missing = [p for p in parents if frame is None or p not in frame.columns]
     if missing:
-        raise ValueError(f"build_report: field {info.name!r}'s reference depends on {missing}, not in the frame")
+        raise ValueError(f"build_report: field {info.name!r}'s value sets depend on {missing}, not in the frame")
     rows = frame.select(parents).to_dicts() if parents else None
     return open_metrics(series.to_list(), info.seeds, info.reference, rows, checks_valid_rate)
 

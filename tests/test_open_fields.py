@@ -111,19 +111,27 @@ def test_an_open_field_cannot_select_an_options_file(tmp_path):
         load_recipe(path)
 
 
-def test_open_metrics_count_valid_by_reference_and_novel_outside_the_seeds(tmp_path):
-    reference = load_recipe(write(tmp_path, 'reference_file: "ref/{{ gender }}.txt"\n', REFS)
-                            ).fields["name"].open.reference
+def test_open_metrics_count_valid_by_reference_and_novel_outside_the_records_seeds(tmp_path):
+    spec = load_recipe(write(tmp_path, """\
+        seed_values_file: "seeds/{{ gender }}.txt"
+        reference_file: "ref/{{ gender }}.txt"
+        """, {**REFS, "ref/female.txt": "Anna\nMaria\nEve\nBob\n"})).fields["name"]
+    seeds, reference = spec.open.seeds, spec.open.reference
     values = ["Anna", "Maria", "Maria", "Tom", "Anna", "Zed", None]
     rows = [{"gender": g} for g in ("female", "female", "female", "male", "male", "male", "male")]
-    m = open_metrics(values, {"Anna", "Tom"}, reference, rows)
+    m = open_metrics(values, seeds, reference, rows)
     # Anna for a male record and Zed are outside their record's reference: 4 of 6 valid
     assert (m["n"], m["valid"], m["valid_rate"]) == (6, 4, 4 / 6)
-    assert (m["unique_valid"], m["novel_valid"], m["seeds_reached"]) == (3, 1, 2)
+    assert (m["unique_valid"], m["novel_valid"], m["seeds_reached"], m["seed_values"]) == (3, 1, 2, 3)
     assert m["novel_share"] == 1 / 3 and m["novel_value_share"] == 2 / 4
+    # a male seed is novel for a female record: it was not among that prompt's examples
+    bob = open_metrics(["Bob", "Bob"], seeds, reference, [{"gender": "female"}, {"gender": "male"}])
+    assert (bob["novel_valid"], bob["seeds_reached"], bob["novel_value_share"]) == (1, 1, 0.5)
     plain = open_metrics(values, None, None, checks_valid_rate=0.5)
     assert plain["validity"] == "checks" and plain["valid_rate"] == 0.5 and plain["unique_valid"] == 4
     assert plain["novel_valid"] is None
+    with pytest.raises(ValueError, match="one row of parent values"):
+        open_metrics(values, seeds)
 
 
 def test_report_has_an_open_entry_and_a_markdown_line(tmp_path):

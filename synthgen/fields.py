@@ -153,7 +153,7 @@ class FieldSpec:
         [min, max], text of ``min_chars`` or more where ``pattern.search`` finds a match, or an open
         value (the reply normalised, :func:`~synthgen.open_fields.normalise_reply`) that passes its checks."""
         if self.open is not None:
-            value = normalise_reply(raw)
+            value = normalise_reply(raw.lower() if self.open.lowercase else raw)
             return value if self.open.accepts(value, self.pattern) else None
         value = raw.strip()
         if self.options is not None:

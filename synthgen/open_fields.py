@@ -13,14 +13,14 @@ category (unique values, top values, coherence). What it may hold:
   and novelty); generation never reads it;
 * ``max_words``, ``pattern`` (the whole value must match), ``reject`` /
   ``reject_file`` (values refused, compared case-insensitively): the checks a
-  reply must pass, or be retried.
+  reply must pass, or be retried; ``lowercase`` lower-cases every value.
 
 A value file may be a template over earlier closed fields, as a conditional
 ``options_file`` is (``data/names/{{ country }}_{{ gender }}.txt``): each record
 then has its own seed and reference set (:class:`ValueSets`), resolved at load
 time (:func:`resolve_open_fields`). A reply is normalised before the checks
-(:func:`normalise_reply`): first line, whitespace collapsed, surrounding quotes
-or emphasis and one final full stop dropped.
+(:func:`normalise_reply`): first line, whitespace collapsed, matching quotes
+or emphasis around it and a final full stop dropped.
 
 Pure code; imports neither torch nor the recipe module.
 """
@@ -36,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synthgen._validate import number, show, string
+from synthgen._validate import boolean, number, show, string
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.option_sets import OptionSet, compile_options_path, is_templated, read_path_sets
 from synthgen.prompts import PromptTemplate
@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OPEN_KEYS", "OpenValues", "ValueSets", "normalise_reply", "parse_open", "resolve_open_fields"]
 
-OPEN_KEYS = ("seed_values", "seed_values_file", "reference_file", "max_words", "reject", "reject_file")
+OPEN_KEYS = ("seed_values", "seed_values_file", "reference_file", "max_words", "reject", "reject_file", "lowercase")
 DEFAULT_MAX_WORDS = 5
-_QUOTES = "\"'`*_“”‘’«»"
+_PAIRS = {'"': '"', "'": "'", "`": "`", "*": "*", "_": "_", "“": "”", "‘": "’", "«": "»", "„": "“"}
 #: Reads one value file: ``read(key, path)`` -> ``(values, weights)`` (weights ignored), or a ConfigError.
 Reader = Callable[[str, str], OptionSet]
 
@@ -96,6 +96,7 @@ class OpenValues:
     max_words: int = DEFAULT_MAX_WORDS
     reject: frozenset[str] = frozenset()  # casefolded
     reject_file: Path | None = None
+    lowercase: bool = False  # values are lower-cased after normalisation (occupations, topics)
 
     def accepts(self, value: str, pattern: re.Pattern[str] | None) -> bool:
         """Whether a normalised reply is a valid value: non-empty, at most ``max_words`` words,
@@ -118,13 +119,17 @@ class OpenValues:
 
 
 def normalise_reply(text: str) -> str:
-    """A reply as an open value: its first non-empty line, whitespace collapsed, surrounding
-    quotes or emphasis (``"`'*_``, typographic quotes) and one final full stop removed."""
-    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
-    value = " ".join(line.split()).strip(_QUOTES + " ")
-    if value.endswith(".") and not value.endswith(".."):
-        value = value[:-1].rstrip(_QUOTES + " ")
-    return value
+    """A reply as an open value: its first non-empty line, whitespace collapsed, matching quotes or
+    emphasis around it (``"..."``, ``'...'``, ``**...**``, typographic quotes) and one final full stop
+    removed. A lone quote stays (``'s-Hertogenbosch``)."""
+    value = " ".join(next((ln for ln in text.strip().splitlines() if ln.strip()), "").split())
+    while True:
+        if value.endswith(".") and not value.endswith(".."):
+            value = value[:-1].rstrip()
+        if len(value) >= 2 and _PAIRS.get(value[0]) == value[-1]:
+            value = value[1:-1].strip()
+            continue
+        return value
 
 
 def parse_open(src: Path, key: str, raw: dict, read: Reader) -> OpenValues:
@@ -158,7 +163,8 @@ def parse_open(src: Path, key: str, raw: dict, read: Reader) -> OpenValues:
         rejected |= {v.casefold() for v in read(rkey, path)[0]}
         reject_file = src.parent / Path(path).expanduser()
     max_words = number(src, f"{key}.max_words", raw.get("max_words", DEFAULT_MAX_WORDS), low=1)
-    return OpenValues(seeds, reference, max_words, frozenset(rejected), reject_file)
+    return OpenValues(seeds, reference, max_words, frozenset(rejected), reject_file,
+                      boolean(src, f"{key}.lowercase", raw.get("lowercase", False)))
 
 
 def _value_file(src: Path, key: str, value: object, read: Reader) -> ValueSets:

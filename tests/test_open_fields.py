@@ -77,6 +77,7 @@ def test_replies_are_normalised_then_checked(tmp_path, reply, value):
 def test_normalise_reply_keeps_an_abbreviation_inside():
     assert normalise_reply("St. Louis.") == "St. Louis"
     assert normalise_reply("\n\n 'New   York' \n") == "New York"
+    assert normalise_reply("'s-Hertogenbosch") == "'s-Hertogenbosch" and normalise_reply('**"Bob."**') == "Bob"
 
 
 @pytest.mark.parametrize("keys, files, where, what", [
@@ -227,3 +228,38 @@ def test_train_from_recipe_stops_an_open_field_at_one_plus_gamma_of_its_optimum(
     assert len(losses) < 30 and saved["epochs"][-1]["families"]["name"]["stopped"]
     assert losses[-1][0] <= (1 + gamma) * losses[-1][1]
     assert all(loss > (1 + gamma) * optimal for loss, optimal in losses[:-1])
+
+
+def test_biography_open_recipe_seeds_are_half_of_its_references():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(root / "recipes" / "biography_open.yaml")
+    assert {n for n, f in recipe.fields.items() if f.kind == "open"} == {"first_name", "birth_place", "occupation"}
+    assert recipe.fields["first_name"].depends_on == {"gender", "birth_country"}
+    assert recipe.fields["birth_place"].depends_on == {"birth_country"}
+    for name in ("first_name", "birth_place", "occupation"):
+        spec = recipe.fields[name]
+        assert spec.use_adapter and spec.open.seeds.parents == spec.open.reference.parents
+        for key, seeds in spec.open.seeds.sets.items():
+            reference = spec.open.reference.sets[key]
+            assert set(seeds) < set(reference), (name, key)
+            if "non-binary" not in key:  # non-binary seeds: the union of the female and male seeds
+                assert len(seeds) == (len(reference) + 1) // 2, (name, key)
+            assert all(spec.parse_value(v) == v for v in reference), (name, key)
+    import runpy
+
+    builder = runpy.run_path(str(root / "recipes" / "build_open_seeds.py"))
+    assert builder["main"](["--check"]) == 0
+
+
+def test_instruction_recipe_topics_and_personas_are_open_and_seeded_with_the_old_lists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(root / "recipes" / "instruction_tuning.yaml")
+    topic, persona = recipe.fields["topic"], recipe.fields["persona"]
+    assert topic.kind == persona.kind == "open" and topic.open.reference is None
+    topics = [line.strip() for line in (root / "recipes/data/topics.txt").read_text().splitlines() if line.strip()]
+    assert topic.open.seeds.union == set(topics) and all(topic.parse_value(t) == t for t in topics)
+    assert len(persona.open.seeds.union) == 15 and all(persona.parse_value(p) == p for p in persona.open.seeds.union)

@@ -263,3 +263,19 @@ def test_instruction_recipe_topics_and_personas_are_open_and_seeded_with_the_old
     topics = [line.strip() for line in (root / "recipes/data/topics.txt").read_text().splitlines() if line.strip()]
     assert topic.open.seeds.union == set(topics) and all(topic.parse_value(t) == t for t in topics)
     assert len(persona.open.seeds.union) == 15 and all(persona.parse_value(p) == p for p in persona.open.seeds.union)
+
+
+def test_open_fields_benchmark_runs_at_small_n_without_a_model(tmp_path):
+    from benchmarks import open_fields as bench
+
+    out = tmp_path / "open.json"
+    assert bench.main(["-n", "40", "--methods", "seeds", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    seeds = result["results"]["seeds"]
+    assert result["n"] == 40 and result["provenance"]["command"].endswith("-n 40 --methods seeds --out " + str(out))
+    for field in ("first_name", "birth_place", "occupation"):
+        # exact sampling over the seeds: every value valid, none novel (by definition)
+        assert seeds[field]["valid_rate"] == 1.0 and seeds[field]["novel_valid"] == 0
+        assert 0 < seeds[field]["normalized_entropy"] <= seeds[field]["normalized_entropy_at_n"] <= 1 + 1e-9
+    assert seeds["first_name"]["gender_checked"] > 0
+    assert result["targets"]["first_name"]["valid_rate"]["met"] is None  # no recipe adapter run: not measured

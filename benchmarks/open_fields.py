@@ -27,13 +27,20 @@ gender on an independent reference (the 1990 US census lists,
 ``benchmarks/data/census_first_names.tsv``: names listed under one gender only;
 the share of the generated names it covers is recorded).
 
+And the instruction-tuning recipe (``--instruction-n`` records, 100 by
+default; 0 skips it): its ``topic`` and ``persona`` open fields filled as
+``synthgen generate`` fills them (the general adapter, checks and retries), and
+the unique topics set against what a uniform sampler over the former topic list
+(the seeds) reaches with as many draws, L * (1 - (1 - 1/L) ** n).
+
     python benchmarks/open_fields.py                 # N = 1000, seed 0, every method
-    python benchmarks/open_fields.py -n 50 --methods base,seeds --out /tmp/open.json
+    python benchmarks/open_fields.py -n 50 --methods base,seeds --instruction-n 20 --out /tmp/open.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -52,6 +59,7 @@ except ImportError:  # run as a script (python benchmarks/open_fields.py): its f
     from _common import RESULTS, ROOT, stamp
 
 RECIPE = ROOT / "recipes/biography_open.yaml"
+INSTRUCTION = ROOT / "recipes/instruction_tuning.yaml"
 CENSUS = ROOT / "benchmarks/data/census_first_names.tsv"
 FIELDS = ("first_name", "birth_place", "occupation")
 UPSTREAM = ("gender", "birth_country", "birth_year")
@@ -67,7 +75,7 @@ METHODS = {
 #: the issue's targets: recipe adapter vs the base model's free generation
 TARGETS = {"unique_valid_ratio": {"first_name": 4.0, "birth_place": 3.0, "occupation": 1.5},
            "valid_rate": 0.8, "novel_share": {"first_name": 0.25, "birth_place": 0.25},
-           "gender_agreement": 0.95}
+           "gender_agreement": 0.95, "instruction_topics_vs_uniform": 2.0, "instruction_topics_novel_share": 0.25}
 
 
 def census_genders() -> dict[str, str]:
@@ -141,6 +149,10 @@ def field_metrics(spec, rows: list[dict], replies: list[str], census: dict[str, 
     return m
 
 
+def goal(measured: float | None, target: float) -> dict:
+    return {"measured": measured, "goal": target, "met": None if measured is None else measured >= target}
+
+
 def targets(results: dict) -> dict:
     """Each target of the issue: the measured value, the goal and whether it is met (None = not measured)."""
     out: dict = {}
@@ -154,7 +166,31 @@ def targets(results: dict) -> dict:
             rows["novel_share"] = (t["novel_share"] if t else None, TARGETS["novel_share"][field])
         if field == "first_name":
             rows["gender_agreement"] = (t.get("gender_agreement") if t else None, TARGETS["gender_agreement"])
-        out[field] = {k: {"measured": v, "goal": g, "met": None if v is None else v >= g} for k, (v, g) in rows.items()}
+        out[field] = {k: goal(v, g) for k, (v, g) in rows.items()}
+    return out
+
+
+def instruction_run(engine, n: int, seed: int) -> dict:
+    """Topics and personas of ``n`` instruction-tuning records, filled as generation fills them."""
+    from synthgen.fill import FieldFiller, make_records
+
+    recipe = load_recipe(INSTRUCTION)
+    recipe = dataclasses.replace(recipe, seed=seed, order=("category", "topic", "persona"))
+    t0 = time.perf_counter()
+    made = make_records(recipe, FieldFiller(engine), range(n))
+    wall = time.perf_counter() - t0
+    out: dict = {"n": n, "wall_s": wall, "records": len(made.records)}
+    stats = made.stats
+    for name in ("topic", "persona"):
+        spec = recipe.fields[name]
+        values = [r[name] for r in made.records]
+        m = open_metrics(values, spec.open.seeds, None, checks_valid_rate=stats[name].valid / stats[name].drawn)
+        lists = len(spec.open.seeds.union)
+        m["uniform_over_seeds_unique"] = lists * (1 - (1 - 1 / lists) ** n)
+        m["unique_vs_uniform"] = m["unique_valid"] / m["uniform_over_seeds_unique"]
+        m["top_values"] = [[v, c] for v, c in Counter(values).most_common(8)]
+        m["novel_examples"] = [v for v in dict.fromkeys(values) if v not in spec.open.seeds.union][:12]
+        out[name] = m
     return out
 
 
@@ -180,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fields", default=",".join(FIELDS))
     parser.add_argument("--recipe-adapter", default=RECIPE_ADAPTER, help="shipped name or directory")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--instruction-n", type=int, default=100, help="instruction-tuning records (0: skip)")
     parser.add_argument("--out", default=str(RESULTS / "open_fields.json"))
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -197,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         skipped = {}
     start = time.perf_counter()
-    engines, adapter_paths = load_engines({METHODS[m][0] for m in methods if METHODS[m][0]}, recipe_adapter)
+    roles = {METHODS[m][0] for m in methods if METHODS[m][0]} | ({"general"} if args.instruction_n else set())
+    engines, adapter_paths = load_engines(roles, recipe_adapter)
     load_s = time.perf_counter() - start
     results: dict = {}
     for method in methods:
@@ -219,8 +257,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method:9s} {field:12s} valid {results[method][field]['valid_rate']:.3f} "
                   f"unique valid {results[method][field]['unique_valid']:4d} "
                   f"novel {results[method][field]['novel_valid']} ({wall:.0f} s)", flush=True)
+    instruction = instruction_run(engines["general"], args.instruction_n, args.seed) if args.instruction_n else None
+    goals = targets(results)
+    if instruction is not None:
+        topic = instruction["topic"]
+        goals["instruction_topic"] = {
+            "unique_vs_uniform": goal(topic["unique_vs_uniform"], TARGETS["instruction_topics_vs_uniform"]),
+            "novel_share": goal(topic["novel_share"], TARGETS["instruction_topics_novel_share"])}
     result = {"n": args.n, "seed": args.seed, "recipe": str(RECIPE.relative_to(ROOT)), "fields": fields,
-              "load_s": load_s, "skipped": skipped, "results": results, "targets": targets(results)}
+              "load_s": load_s, "skipped": skipped, "results": results, "instruction": instruction,
+              "targets": goals}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(stamp(result, adapters=adapter_paths, args=argv), indent=2, ensure_ascii=False) + "\n")

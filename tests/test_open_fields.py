@@ -269,10 +269,10 @@ def test_open_fields_benchmark_runs_at_small_n_without_a_model(tmp_path):
     from benchmarks import open_fields as bench
 
     out = tmp_path / "open.json"
-    assert bench.main(["-n", "40", "--methods", "seeds", "--out", str(out)]) == 0
+    assert bench.main(["-n", "40", "--methods", "seeds", "--instruction-n", "0", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     seeds = result["results"]["seeds"]
-    assert result["n"] == 40 and result["provenance"]["command"].endswith("-n 40 --methods seeds --out " + str(out))
+    assert result["n"] == 40 and result["provenance"]["command"].endswith("--instruction-n 0 --out " + str(out))
     for field in ("first_name", "birth_place", "occupation"):
         # exact sampling over the seeds: every value valid, none novel (by definition)
         assert seeds[field]["valid_rate"] == 1.0 and seeds[field]["novel_valid"] == 0

@@ -279,3 +279,7 @@ def test_open_fields_benchmark_runs_at_small_n_without_a_model(tmp_path):
         assert 0 < seeds[field]["normalized_entropy"] <= seeds[field]["normalized_entropy_at_n"] <= 1 + 1e-9
     assert seeds["first_name"]["gender_checked"] > 0
     assert result["targets"]["first_name"]["valid_rate"]["met"] is None  # no recipe adapter run: not measured
+    from benchmarks.results_tables import open_fields as render
+
+    text = "\n".join(render(result))
+    assert "| seeds | first_name | 100% |" in text and "| first_name: valid_rate | – | 0.80 | – |" in text

@@ -68,7 +68,8 @@ NOTES = {
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],
 }
 # Benchmarks whose result file does not exist yet.
-NOT_YET_RUN = {"gpu_check.json": "`benchmarks/gpu_check.py` (needs an NVIDIA GPU and `pip install -e '.[vllm]'`)"}
+NOT_YET_RUN = {"gpu_check.json": "`benchmarks/gpu_check.py` (needs an NVIDIA GPU and `pip install -e '.[vllm]'`)",
+               "open_fields.json": "`benchmarks/open_fields.py` (open fields: free generation by method, N = 1000)"}
 
 
 # ------------------------------------------------------------------ formatting
@@ -463,6 +464,30 @@ def gpu_check(data: dict) -> list[str]:
     return lines
 
 
+def open_fields(data: dict) -> list[str]:
+    lines = [f"N = {data['n']} prompts of `{data['recipe']}` per method, seed {data['seed']}, one sample each, no "
+             "retries. Valid: in the record's full reference list; novel: valid and not among the record's seeds "
+             "(a random half of that list). Entropy over the valid values / log K (K = reference values the prompts "
+             "allow). Gender: agreement of first names with the census lists (share of names it covers).", ""]
+    rows = []
+    for method, fields in data["results"].items():
+        for field, m in fields.items():
+            gender = (f"{pct(m['gender_agreement'])} ({pct(m['gender_checked_share'])})"
+                      if m.get("gender_agreement") is not None else "–")
+            rows.append([method, field, pct(m["valid_rate"]), m["unique_valid"], m["novel_valid"],
+                         pct(m["novel_share"]), num(m["normalized_entropy"]), gender, f"{m['wall_s']:.0f} s"])
+    lines += table(["method", "field", "valid", "unique valid", "novel valid", "novel / unique valid",
+                    "norm. entropy", "gender agreement", "wall time"], rows)
+    if data.get("skipped"):
+        lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items()) + "."]
+    met = {True: "yes", False: "no"}
+    goals = [[f"{field}: {key}", num(g["measured"], 2), num(g["goal"], 2), met.get(g["met"], "–")]
+             for field, keys in data["targets"].items() for key, g in keys.items()]
+    lines += ["", "Targets (recipe-trained adapter against the base model at T=1; – = not measured):", ""]
+    lines += table(["target", "measured", "goal", "met"], goals)
+    return lines
+
+
 def shipped_adapters() -> list[str]:
     lines = ["## Training the shipped adapters", "",
              "From each shipped adapter's `training.json` (which records the config, not the command line); wall "
@@ -490,6 +515,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
         ("biography_compare.json", "General adapter against the base model, 1000 records", biography_compare),
         ("unique_ceiling.json", "How many unique first names a run can reach", unique_ceiling),
         ("biography_diversity.json", "Diffuse adapters against prompting baselines", biography_diversity),
+        ("open_fields.json", "Open fields: free generation beyond the seed values", open_fields),
     ]),
     ("Coherence of biography records", [
         ("coherence.json", "Coherent records: list sampler, base model and the shipped recipe", coherence),

@@ -1,10 +1,12 @@
 """Fields: one field of a recipe (:class:`FieldSpec`) and how its YAML entry is read and checked.
 
-A field has a kind (``choice``, ``integer``, ``text``, ``sample``), a template
+A field has a kind (``choice``, ``integer``, ``text``, ``open``, ``sample``), a template
 (unless it is a ``sample``), a closed value set where it has one (options, inline
 or from a file, possibly chosen per record by earlier fields:
 :mod:`synthgen.option_sets`; or an integer range) and, for text, validation and
-checks against the record (:mod:`synthgen.checks`). Every mistake is a
+checks against the record (:mod:`synthgen.checks`); an open field (a short value generated
+freely, with seed values and a reference: :mod:`synthgen.open_fields`) is sampled like text
+and validated by its own checks. Every mistake is a
 ConfigError naming the recipe file and the dotted key.
 """
 
@@ -21,19 +23,21 @@ from pathlib import Path
 from synthgen._validate import check_keys, number, show, string
 from synthgen.checks import TextChecks, parse_checks
 from synthgen.errors import ConfigError, SynthgenError
+from synthgen.open_fields import OPEN_KEYS, OpenValues, normalise_reply, parse_open
 from synthgen.option_sets import OptionSet, compile_options_path, is_templated
 from synthgen.prompts import RESERVED_NAMES, PromptTemplate, compile_template, inside, load_template_file
 
-__all__ = ["FIELD_KINDS", "MAX_CLOSED_VALUES", "FieldSpec", "parse_field", "read_options"]
+__all__ = ["FIELD_KINDS", "MAX_CLOSED_VALUES", "FieldSpec", "parse_field", "read_options", "read_values_file"]
 
-FIELD_KINDS = ("choice", "integer", "text", "sample")
+FIELD_KINDS = ("choice", "integer", "text", "open", "sample")
 _TEMPLATE = ("template", "template_inline")
-_SAMPLING = ("max_tokens", "retries", "temperature", "top_p", "use_adapter")
+_SAMPLING = ("max_tokens", "retries", "temperature", "top_p", "min_p", "use_adapter")
 FIELD_KEYS = {
     "choice": ("kind", "description", *_TEMPLATE, "options", "options_file", "weights", "use_adapter"),
     "integer": ("kind", "description", *_TEMPLATE, "min", "max", *_SAMPLING),
     "text": ("kind", "description", *_TEMPLATE, "stop", "pattern", "min_chars", *_SAMPLING,
              "must_mention", "consistent_year", "consistent_nationality", "reply_prefix"),
+    "open": ("kind", "description", *_TEMPLATE, "stop", "pattern", *_SAMPLING, *OPEN_KEYS),
     "sample": ("kind", "description", "options", "options_file", "weights", "min", "max"),
 }
 # the widest integer range the model picks from as a closed set (wider ranges are sampled as text)
@@ -70,6 +74,7 @@ class FieldSpec:
     retries: int = 3
     temperature: float = 1.0
     top_p: float = 1.0
+    min_p: float | None = None  # sampled fields: drop tokens below min_p x the top token's probability
     # The diffuse adapter spreads attribute values; free text is written by the
     # base model unless a field asks otherwise (the adapter shortens replies).
     use_adapter: bool = True
@@ -82,6 +87,7 @@ class FieldSpec:
     option_files: tuple[Path, ...] = ()  # every file the option sets were read from
     checks: TextChecks | None = None  # text fields: must_mention / consistent_year / consistent_nationality
     reply_prefix: PromptTemplate | None = None  # text fields: the start of the reply, rendered from the record
+    open: OpenValues | None = None  # open fields: seeds, reference, reply checks (synthgen.open_fields)
 
     @property
     def is_conditional(self) -> bool:
@@ -128,7 +134,13 @@ class FieldSpec:
     def draw(self, rng, record: Mapping[str, object] | None = None) -> str | int:
         """One value from the recipe's own distribution, with a numpy Generator: an option by
         the recipe's weights (uniform without), else an integer uniform in [min, max]. A conditional
-        field draws from the set of ``record`` (the record so far), by that set's weights."""
+        field draws from the set of ``record`` (the record so far), by that set's weights. An open
+        field with seed values draws one of the record's seeds, uniformly (training prompts read it)."""
+        if self.open is not None:
+            if self.open.seeds is None:
+                raise ValueError(f"field {self.name!r} is open without seed values: nothing to draw from")
+            seeds = self.open.seeds.values_for(record or {})
+            return seeds[rng.choice(len(seeds))]
         if self.options:
             if self.option_sets is not None and record is None:
                 raise ValueError(f"field {self.name!r} is conditional: draw(rng, record) needs the record")
@@ -138,7 +150,11 @@ class FieldSpec:
 
     def parse_value(self, raw: str) -> str | int | None:
         """The value a stripped reply stands for, or None if invalid: an option, an integer in
-        [min, max], or text of ``min_chars`` or more where ``pattern.search`` finds a match."""
+        [min, max], text of ``min_chars`` or more where ``pattern.search`` finds a match, or an open
+        value (the reply normalised, :func:`~synthgen.open_fields.normalise_reply`) that passes its checks."""
+        if self.open is not None:
+            value = normalise_reply(raw.lower() if self.open.lowercase else raw)
+            return value if self.open.accepts(value, self.pattern) else None
         value = raw.strip()
         if self.options is not None:
             return value if value in self.options else None
@@ -167,10 +183,14 @@ def parse_field(src: Path, name: object, raw: object, trust_paths: bool = False)
     if kind != "sample":
         spec["template"] = _template(src, key, raw, trust_paths)
         spec["depends_on"] = spec["template"].variables
-        for k, default, kw in (("max_tokens", 128 if kind == "text" else 8, {"low": 1, "high": MAX_NEW_TOKENS}),
-                               ("retries", 3, {"low": 0}), ("temperature", 1.0, {"kind": float, "low": 0}),
+        tokens = {"text": 128, "open": 16}.get(kind, 8)
+        for k, default, kw in (("max_tokens", tokens, {"low": 1, "high": MAX_NEW_TOKENS}),
+                               ("retries", 5 if kind == "open" else 3, {"low": 0}),
+                               ("temperature", 1.0, {"kind": float, "low": 0}),
                                ("top_p", 1.0, {"kind": float, "low": 0, "high": 1, "open_low": True})):
             spec[k] = number(src, f"{key}.{k}", get(k, default), **kw)
+        if get("min_p") is not None:
+            spec["min_p"] = number(src, f"{key}.min_p", get("min_p"), float, low=0, high=1)
         use_adapter = get("use_adapter", kind != "text")
         if not isinstance(use_adapter, bool):
             raise ConfigError(src, f"{key}.use_adapter", f"expected true or false, got {show(use_adapter)}")
@@ -202,18 +222,13 @@ def parse_field(src: Path, name: object, raw: object, trust_paths: bool = False)
             spec[bound] = number(src, f"{key}.{bound}", raw[bound], low=-INT_LIMIT, high=INT_LIMIT)
         if spec["min"] > spec["max"]:
             raise ConfigError(src, f"{key}.max", f"max ({spec['max']}) must be >= min ({spec['min']})")
+    if kind in ("text", "open"):
+        _reply_keys(src, key, raw, spec)
+    if kind == "open":
+        spec["open"] = parse_open(src, key, raw, lambda k, p: _read_options_file(src, k, p, trust_paths))
+        spec["depends_on"] |= spec["open"].variables
     if kind == "text":
-        stop = [get("stop")] if isinstance(get("stop"), str) else get("stop", [])
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise ConfigError(src, f"{key}.stop", f"expected a string or a list of non-empty strings, "
-                                                  f"got {show(get('stop'))}")
-        spec["stop"] = tuple(stop)
         spec["min_chars"] = number(src, f"{key}.min_chars", get("min_chars", 1), low=0)
-        pattern = string(src, f"{key}.pattern", get("pattern"), optional=True)
-        try:
-            spec["pattern"] = None if pattern is None else re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(src, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}") from None
         spec["checks"] = parse_checks(src, key, raw, trust_paths)
         if "reply_prefix" in raw:
             spec["reply_prefix"] = compile_template(string(src, f"{key}.reply_prefix", raw["reply_prefix"],
@@ -223,6 +238,21 @@ def parse_field(src: Path, name: object, raw: object, trust_paths: bool = False)
         if "reply_prefix" in spec:
             spec["depends_on"] |= spec["reply_prefix"].variables
     return FieldSpec(**spec)
+
+
+def _reply_keys(src: Path, key: str, raw: dict, spec: dict) -> None:
+    """``stop`` and ``pattern`` of a sampled field (text or open; open fields stop at a newline)."""
+    default = ["\n"] if spec["kind"] == "open" else []
+    stop = [raw["stop"]] if isinstance(raw.get("stop"), str) else raw.get("stop", default)
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError(src, f"{key}.stop", f"expected a string or a list of non-empty strings, "
+                                              f"got {show(raw.get('stop'))}")
+    spec["stop"] = tuple(stop)
+    pattern = string(src, f"{key}.pattern", raw.get("pattern"), optional=True)
+    try:
+        spec["pattern"] = None if pattern is None else re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(src, f"{key}.pattern", f"invalid regular expression {pattern!r}: {exc}") from None
 
 
 def _template(src: Path, key: str, raw: dict, trust_paths: bool) -> PromptTemplate:
@@ -284,6 +314,11 @@ def read_options(src: Path, key: str, raw: dict, trust_paths: bool) -> tuple[tup
     scaled = [float(w) / peak for w in weights]  # sums to at most len(weights): no overflow
     total = math.fsum(scaled)
     return tuple(options), tuple(w / total for w in scaled)
+
+
+def read_values_file(src: Path, key: str, value: str, trust_paths: bool) -> tuple[list[str], list[float] | None]:
+    """A values file read as an options file (open fields' seed, reference and reject files)."""
+    return _read_options_file(src, key, value, trust_paths)
 
 
 def _read_options_file(src: Path, key: str, value: str, trust_paths: bool) -> tuple[list[str], list[float] | None]:

@@ -6,7 +6,7 @@ in the recipe's dependency order, each prompt rendered from the record so far.
 * ``choice`` / ``integer`` (a closed value set, :attr:`FieldSpec.closed_values`):
   the engine scores every option after the prompt and a value is drawn exactly
   from the renormalised distribution, so no invalid value can appear;
-* ``text`` (and integer ranges too wide to score): sampled, validated
+* ``text``, ``open`` (and integer ranges too wide to score): sampled, validated
   (:meth:`FieldSpec.parse_value`, then the field's checks against the record,
   :mod:`synthgen.checks`) and retried; records that still fail die and are
   counted. A ``reply_prefix`` is rendered from the record and given to the
@@ -128,7 +128,8 @@ class FieldFiller:
             outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
                                         max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
                                         seed=seeds, use_adapter=spec.use_adapter,
-                                        **({"prefixes": prefixes} if prefixes else {}))
+                                        **({"prefixes": prefixes} if prefixes else {}),
+                                        **({"min_p": spec.min_p} if spec.min_p else {}))
             still = []
             for k, (i, (text,)) in enumerate(zip(pending, outs)):
                 continued = not prefixes or bool(text.strip())  # a prefix alone is no reply

@@ -109,6 +109,8 @@ def field_info(spec: FieldSpec) -> FieldInfo:
         values = spec.known_values
         options = tuple(str(v) for v in values) if len(values) <= REPORT_MAX_VALUES else None
         return FieldInfo(name=spec.name, kind=spec.kind, options=options)
+    if spec.open is not None:
+        return FieldInfo(name=spec.name, kind=spec.kind, seeds=spec.open.seeds, reference=spec.open.reference)
     return FieldInfo(name=spec.name, kind=spec.kind, options=spec.options, weights=spec.weights,
                      option_parents=spec.option_parents, option_sets=spec.option_sets)
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from synthgen.fields import FieldSpec
 
 __all__ = ["MAX_COMBINATIONS", "MAX_PARENT_VALUES", "OptionSet", "compile_options_path", "is_templated",
-           "resolve_option_sets", "unsafe_path_value"]
+           "read_path_sets", "resolve_option_sets", "unsafe_path_value"]
 
 MAX_COMBINATIONS = 10_000  # reachable combinations of parent values one templated path may have
 MAX_PARENT_VALUES = 5_000  # the widest integer range that may be a parent of an option set
@@ -97,13 +97,24 @@ def resolve_option_sets(src: Path, fields: dict[str, FieldSpec], order: Sequence
 
 def _resolve_field(src: Path, fields: dict[str, FieldSpec], order: Sequence[str], spec: FieldSpec,
                    read: Reader) -> FieldSpec:
-    template = spec.options_template
+    parents, sets, files = read_path_sets(src, fields, order, spec.options_template, spec.name, read)
+    union = tuple(dict.fromkeys(option for options, _ in sets.values() for option in options))
+    return dataclasses.replace(spec, options=union, weights=None, option_parents=parents, option_sets=sets,
+                               option_files=files)
+
+
+def read_path_sets(src: Path, fields: dict[str, FieldSpec], order: Sequence[str], template: PromptTemplate,
+                   name: str, read: Reader) -> tuple[tuple[str, ...], dict[tuple, OptionSet], tuple[Path, ...]]:
+    """Read the file a templated path names for every reachable combination of its parents' values:
+    ``(parents, {combo: read(...)}, files)``. ``name`` is the field the path belongs to; errors name
+    ``template.key``. Used for a templated ``options_file`` and an open field's value files."""
     key = template.key
     parents = tuple(n for n in order if n in template.variables)
     for parent in parents:
         values = parent_values(fields[parent])
         if values is None:
-            what = "a text field" if fields[parent].kind == "text" else "an integer field with a wider range"
+            what = {"text": "a text field", "open": "an open field"}.get(fields[parent].kind,
+                                                                         "an integer field with a wider range")
             raise ConfigError(src, key, f"'{parent}' is {what}; {_CLOSED}")
         if not isinstance(values, range):
             for value in values:
@@ -121,16 +132,14 @@ def _resolve_field(src: Path, fields: dict[str, FieldSpec], order: Sequence[str]
             raise ConfigError(src, key, f"for {where}: {exc.reason}") from None
         if path not in files:
             try:
-                files[path] = read(f"fields.{spec.name}", path)
+                files[path] = read(f"fields.{name}", path)
             except ConfigError as exc:
                 reason = str(exc).removeprefix(f"{exc.source}: {exc.key}: ")
                 raise ConfigError(src, key, f"{path} (for {where}): {reason}") from None
             except RuntimeError as exc:  # expanduser of an unknown ~user
                 raise ConfigError(src, key, f"{path} (for {where}): {exc}") from None
         sets[combo] = files[path]
-    union = tuple(dict.fromkeys(option for options, _ in sets.values() for option in options))
-    return dataclasses.replace(spec, options=union, weights=None, option_parents=parents, option_sets=sets,
-                               option_files=tuple(src.parent / Path(p).expanduser() for p in files))
+    return parents, sets, tuple(src.parent / Path(p).expanduser() for p in files)
 
 
 def reachable(src: Path, key: str, fields: dict[str, FieldSpec], order: Sequence[str],

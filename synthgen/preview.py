@@ -36,13 +36,16 @@ TOP_K = 5
 
 # ---------------------------------------------------------------- validate
 def describe_values(recipe: Recipe, name: str) -> str:
-    """What a field draws from: its option count, its integer range, or free text."""
+    """What a field draws from: its option count, its integer range, open values, or free text."""
     spec = recipe.fields[name]
     if spec.options is not None:
         weighted = ", weighted" if spec.weights is not None else ""
         return f"{len(spec.options)} options{weighted}"
     if spec.min is not None:
         return f"integers {spec.min}..{spec.max}"
+    if spec.open is not None:
+        seeds = spec.open.seeds
+        return f"open, {len(seeds.union)} seed values" if seeds is not None else "open"
     return "free text"
 
 

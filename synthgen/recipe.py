@@ -24,7 +24,8 @@ from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve
 from synthgen.checks import check_references
 from synthgen.engines import engine_names
 from synthgen.errors import ConfigError
-from synthgen.fields import FIELD_KINDS, FieldSpec, parse_field, read_options
+from synthgen.fields import FIELD_KINDS, FieldSpec, parse_field, read_options, read_values_file
+from synthgen.open_fields import resolve_open_fields
 from synthgen.option_sets import resolve_option_sets
 
 __all__ = ["EXECUTORS", "FIELD_KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
@@ -84,6 +85,7 @@ class Recipe:
             files.extend(spec.option_files)
             if spec.checks is not None:
                 files.extend(spec.checks.files)
+            files.extend(spec.open.files if spec.open is not None else ())
         return tuple(dict.fromkeys(files))
 
     def digest(self) -> str:
@@ -191,6 +193,7 @@ def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
     order = _topological_order(src, fields)
     fields = resolve_option_sets(src, fields, order, lambda key, path: read_options(src, key, {"options_file": path},
                                                                                 trust_paths))
+    fields = resolve_open_fields(src, fields, order, lambda key, path: read_values_file(src, key, path, trust_paths))
     placeholders = {n: (f.known_values or ("lorem ipsum dolor",))[0] for n, f in fields.items()}
     for f in (fields[n] for n in order if fields[n].template is not None):
         f.template.dry_render({dep: placeholders[dep] for dep in f.depends_on})
@@ -245,6 +248,9 @@ def _ref_key(f: FieldSpec, dep: str) -> str:
     """The key that makes field ``f`` read ``dep``: its template, else its templated options_file."""
     if f.template is not None and dep in f.template.variables:
         return f.template.key
+    if f.options_template is None and f.open is not None:  # a templated seed or reference file
+        return next(vs.key for vs in (f.open.seeds, f.open.reference) if vs is not None and vs.path_template
+                    is not None and dep in vs.path_template.variables)
     return f.options_template.key
 
 

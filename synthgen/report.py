@@ -7,7 +7,8 @@ existing dataset is :mod:`synthgen.dataset_report`.
 ``removed`` (``invalid``, ``exact_duplicates``, ``near_duplicates``), ``fields``
 (per field: ``unique``, ``entropy_bits``, ``normalized_entropy``, ``top1_value``,
 ``top1_share``, ``valid_rate``, ...; ``coherence`` for a field with parents) and
-``timing``; these keys are stable. A text field with checks against the record
+``timing``; these keys are stable. An open field also has ``open``: validity and novelty of its
+values (:func:`synthgen.novelty.open_metrics`). A text field with checks against the record
 (:mod:`synthgen.checks`) also has ``checks``: check name -> pass rate (samples
 that passed it / samples drawn).
 
@@ -32,10 +33,12 @@ import polars as pl
 
 from synthgen import diversity as dv
 from synthgen.io import json_safe
+from synthgen.novelty import open_metrics
+from synthgen.open_fields import ValueSets
 
 log = logging.getLogger(__name__)
 
-REPORT_KINDS = ("choice", "integer", "text", "sample", "unknown")
+REPORT_KINDS = ("choice", "integer", "text", "open", "sample", "unknown")
 TEXT_MIN_MEAN_WORDS = 8  # report_dataset: string columns with more words on average are free text
 
 
@@ -52,6 +55,8 @@ class FieldInfo:
     parents: tuple[str, ...] = ()  # the fields this one is conditioned on (coherence)
     option_parents: tuple[str, ...] = ()
     option_sets: Mapping[tuple, tuple[tuple[str, ...], tuple[float, ...] | None]] | None = None
+    seeds: ValueSets | None = None  # an open field's seed values (novel = valid and not its record's seed)
+    reference: ValueSets | None = None  # an open field's reference (valid = in the record's set)
 
     def __post_init__(self) -> None:
         if self.kind not in REPORT_KINDS:
@@ -91,8 +96,21 @@ def _field_report(series: pl.Series, info: FieldInfo, n_kept: int, stats: Mappin
     out.update(_target_metrics(counts, info, out["entropy_bits"], _set_draws(series, info, frame)))
     if info.kind == "text":
         out.update(_text_metrics(series))
+    if info.kind == "open":
+        out["open"] = _open_entry(series, info, frame, out["valid_rate"])
     out.update(_check_rates(stats))
     return out
+
+
+def _open_entry(series: pl.Series, info: FieldInfo, frame: pl.DataFrame | None,
+                checks_valid_rate: float | None) -> dict[str, Any]:
+    """An open field's validity and novelty (:func:`synthgen.novelty.open_metrics`)."""
+    parents = tuple(dict.fromkeys(p for vs in (info.seeds, info.reference) if vs is not None for p in vs.parents))
+    missing = [p for p in parents if frame is None or p not in frame.columns]
+    if missing:
+        raise ValueError(f"build_report: field {info.name!r}'s value sets depend on {missing}, not in the frame")
+    rows = frame.select(parents).to_dicts() if parents else None
+    return open_metrics(series.to_list(), info.seeds, info.reference, rows, checks_valid_rate)
 
 
 def _check_rates(stats: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         for name, f in texts.items():
             lines.append(f"| {_cell(name)} | {_fmt(f['distinct_1'])} | {_fmt(f['distinct_2'])} "
                          f"| {_fmt(f['compression_ratio'], 2)} | {_fmt(f['mean_words'], 1)} |")
+    lines += _open_lines(report)
     checked = {n: f["checks"] for n, f in report["fields"].items() if f.get("checks")}
     if checked:
         lines += ["", "## Checks against the record", "", "Share of the samples drawn (retries included) "
@@ -79,6 +80,23 @@ def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         lines += ["| value | count | share |", "|---|---|---|"]
         lines += [f"| {_cell(v['value'])} | {v['count']} | {_fmt(v['share'])} |" for v in f["top_values"]]
     return "\n".join(lines) + "\n"
+
+
+def _open_lines(report: Mapping[str, Any]) -> list[str]:
+    """The report.md "Open fields" section: validity and novelty, one line per open field."""
+    rows = {name: f["open"] for name, f in report["fields"].items() if f.get("open")}
+    if not rows:
+        return []
+    lines = ["", "## Open fields", "", "Valid: in the record's reference set when the field has a reference, "
+             "else passed the field's checks (rate per sample drawn). Novel: valid and not among the seed values.",
+             ""]
+    for name, o in rows.items():
+        novel = ("no seed values" if o["seed_values"] is None else
+                 f"{o['novel_valid']} novel ({_fmt(o['novel_share'])} of unique valid; "
+                 f"{o['seeds_reached']} of {o['seed_values']} seeds reached)")
+        lines.append(f"- {_cell(name)}: valid rate {_fmt(o['valid_rate'])} (by {o['validity']}), "
+                     f"{o['unique_valid']} unique valid, {novel}")
+    return lines
 
 
 def _coherence_lines(report: Mapping[str, Any]) -> list[str]:

@@ -305,11 +305,14 @@ def config_tasks(config: TrainConfig, recipe: Recipe | None = None) -> list[Task
         from synthgen.training.recipe_tasks import tasks_from_recipe
 
         built = tasks_from_recipe(recipe or load_recipe(config.recipe), config.prompts_per_field, config.seed)
+        # open fields trained on their seed values stop early like open families: (1 + gamma) H(w)
+        config.open_families = list(dict.fromkeys([*config.open_families, *built.open_families]))
         for name, why in built.skipped.items():
             log.info("recipe field %s: not trained (%s)", name, why)
         every, origin = built.tasks, config.recipe
         if not every:
-            raise ConfigError(config.recipe, "fields", "no choice or integer field to build training tasks from")
+            raise ConfigError(config.recipe, "fields",
+                              "no choice, integer or seeded open field to build training tasks from")
     else:
         if not Path(config.tasks).is_file():
             raise ConfigError(config.source, "tasks", f"task file not found: {config.tasks}")

@@ -18,12 +18,18 @@ A field with no template variables has one prompt; one that reads earlier
 fields gets up to ``prompts_per_field`` distinct renderings. Fields that read a
 free-text field cannot be rendered without the model and are skipped (listed
 in the result), as are ``text`` and ``sample`` fields themselves.
+
+An ``open`` field with seed values is trained on them (:func:`open_field_tasks`):
+the targets are the record's seeds, uniform, and its family is listed in
+``open_families`` so that it stops at ``(1+gamma)`` times its optimum, as the
+paper does for open sets: the adapter spreads over the seeds without learning
+to say only them. An open upstream field is drawn from its seeds.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +46,7 @@ class RecipeTasks:
 
     tasks: list[Task]
     skipped: dict[str, str]  # field -> why it has no task
+    open_families: list[str] = field(default_factory=list)  # open fields trained on their seeds
 
 
 def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
@@ -47,17 +54,29 @@ def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0)
     fields that get none with the reason."""
     rng = np.random.default_rng(seed)
     tasks: list[Task] = []
+    open_families: list[str] = []
     skipped: dict[str, str] = {}
     for name in recipe.order:
         spec = recipe.fields[name]
         values = spec.closed_values
-        if spec.kind in ("text", "sample") or values is None or spec.template is None:
+        seeded = spec.open is not None and spec.open.seeds is not None
+        if (spec.kind in ("text", "sample") or values is None or spec.template is None) and not seeded:
             skipped[name] = f"{spec.kind} field (no closed set of values to train towards)"
             continue
         upstream = [f for f in recipe.order if f in ancestors(recipe.fields, name)]
-        free = [f for f in upstream if recipe.fields[f].kind == "text"]
+        free = [f for f in upstream if recipe.fields[f].kind == "text"
+                or recipe.fields[f].open is not None and recipe.fields[f].open.seeds is None]
         if free:
-            skipped[name] = f"its prompt reads the free-text field {free[0]!r}"
+            what = "free-text" if recipe.fields[free[0]].kind == "text" else "unseeded open"
+            skipped[name] = f"its prompt reads the {what} field {free[0]!r}"
+            continue
+        if seeded:
+            own = open_field_tasks(recipe, name, upstream, prompts_per_field, rng)
+            tasks += own
+            if own:
+                open_families.append(name)
+            else:
+                skipped[name] = "no seed value passes its checks"
             continue
         prompts: list[tuple] = []  # (prompt, targets, weights)
         for _ in range(prompts_per_field * 8 if upstream else 1):
@@ -74,4 +93,27 @@ def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0)
             tasks.append(Task(id=f"{recipe.name}.{name}.{i}", family=name, prompt=prompt,
                               targets=targets, weights=weights or ()))
         log.info("recipe field %s: %d prompts x %d targets", name, len(prompts), len(values))
-    return RecipeTasks(tasks, skipped)
+    return RecipeTasks(tasks, skipped, open_families)
+
+
+def open_field_tasks(recipe: Recipe, name: str, upstream: list[str], prompts_per_field: int,
+                     rng: np.random.Generator) -> list[Task]:
+    """Tasks of the open field ``name``: its prompt rendered with ``upstream`` drawn as the recipe
+    draws them, up to ``prompts_per_field`` distinct prompts; targets the record's seed values
+    that pass the field's checks, uniform."""
+    spec = recipe.fields[name]
+    items: list[tuple[str, tuple[str, ...]]] = []
+    for _ in range(prompts_per_field * 8 if upstream else 1):
+        record: dict = {}
+        for dep in upstream:
+            record[dep] = recipe.fields[dep].draw(rng, record)
+        targets = tuple(v for v in spec.open.seeds.values_for(record) if spec.parse_value(v) is not None)
+        item = (spec.template.render(record), targets)
+        if targets and item not in items:
+            items.append(item)
+        if len(items) == prompts_per_field:
+            break
+    log.info("recipe field %s (open): %d prompts x about %d seed values", name, len(items),
+             round(sum(len(t) for _, t in items) / max(len(items), 1)))
+    return [Task(id=f"{recipe.name}.{name}.{i}", family=name, prompt=prompt, targets=targets)
+            for i, (prompt, targets) in enumerate(items)]

@@ -47,7 +47,7 @@ class GenerateResult:
 
 def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None = None, *,
              executor: str | Executor | None = None, resume: bool = False,
-             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
+             on_progress: Callable[[int, int], None] | None = None, tune: dict | None = None) -> GenerateResult:
     """Generate ``recipe.count`` records into ``out_dir``, deduplicate them and write the report.
 
     Args:
@@ -66,6 +66,8 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
             started with the same recipe file, count, seed, model, adapter,
             engine and executor.
         on_progress: Called as ``on_progress(done, total)`` while records are made.
+        tune: The recipe adapter's block (:attr:`synthgen.tune.TuneResult.info`) when the
+            run uses one tuned for it: recorded in ``run.json`` and the report.
 
     Returns:
         The run directory, the report and the files written: ``records.parquet``,
@@ -78,13 +80,16 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
     runner = get_executor(recipe.executor if executor is None else executor, recipe)
     spec = _engine_spec(recipe, engine_spec, runner)
     runner.check()
-    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, spec, runner.name), resume)
+    fingerprint = run_fingerprint(recipe, spec, runner.name)
+    if tune is not None:
+        fingerprint["tune"] = tune
+    shards_dir = prepare_out_dir(out_dir, fingerprint, resume)
     if spec is not None:
         log.info("engine: %s  model: %s  adapter: %s  executor: %s", spec.name, spec.model_name,
                  spec.adapter or "none", runner.name)
     start = time.perf_counter()
     output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress)
-    return finish(recipe, out_dir, output, time.perf_counter() - start)
+    return finish(recipe, out_dir, output, time.perf_counter() - start, tune)
 
 
 def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> EngineSpec | None:
@@ -125,8 +130,10 @@ def _parents(recipe: Recipe, name: str) -> tuple[str, ...]:
     return tuple(n for n in recipe.order if n in depends_on)
 
 
-def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:
-    """Dedup and report the merged records of a run, and write every output file."""
+def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float,
+           tune: dict | None = None) -> GenerateResult:
+    """Dedup and report the merged records of a run (with the recipe adapter's block
+    ``tune`` when it has one), and write every output file."""
     df = output.records
     result = dedup(df, keys=recipe.dedup_keys, near_dup_fields=recipe.near_dup_fields)
     kept = add_messages(result.df, recipe)
@@ -141,6 +148,8 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> 
         field_stats={k: vars(v) for k, v in output.stats.items()},
         timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
     )
+    if tune is not None:
+        report["tune"] = tune
     files = write_outputs(kept, out_dir)
     files += write_report(report, out_dir)
     return GenerateResult(out_dir, report, files)

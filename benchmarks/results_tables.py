@@ -35,7 +35,7 @@ README_END = "<!-- end of headline numbers -->"
 NOT_RECORDED = "not recorded"
 
 # Local training outputs named by recorded commands, and the shipped adapter holding the same weights.
-LOCAL_ADAPTERS = {"out/adapters/biography-tuned-4": "smollm2-135m-biography"}
+LOCAL_ADAPTERS = {"out/adapters/biography-tuned-4": "smollm2-135m-biography-flat"}
 
 # What a result file cannot say about itself: which adapter version it measured, and how it was made.
 FLAT = ("The recipe measured is today's `recipes/biography_flat.yaml` (then named `recipes/biography.yaml`: "
@@ -49,7 +49,7 @@ NOTES = {
     "audit_biography_tuned.json": [
         "Written by `synthgen audit --json` on the prompts of stage 1's task file. To rerun on the shipped "
         "adapter's own task file (its prompts differ only in the upstream values drawn): `synthgen audit "
-        "synthgen/adapters/smollm2-135m-biography/tasks.jsonl --adapter smollm2-135m-biography --samples 0 "
+        "synthgen/adapters/smollm2-135m-biography-flat/tasks.jsonl --adapter smollm2-135m-biography-flat --samples 0 "
         "--json benchmarks/results/audit_biography_tuned.json`."],
     "biography_compare_recipe_tuned.json": [
         "The base run resumed a finished run directory, so its run time is not a generation time."],
@@ -175,7 +175,8 @@ def biography_compare(data: dict) -> list[str]:
 
 
 def _adapter_column(name: str) -> str:
-    return {"none": "base", "default": "general", "smollm2-135m-biography": "recipe-tuned"}.get(name, name)
+    return {"none": "base", "default": "general", "smollm2-135m-biography": "recipe-tuned",
+            "smollm2-135m-biography-flat": "recipe-tuned"}.get(name, name)
 
 
 def unique_ceiling(data: dict) -> list[str]:

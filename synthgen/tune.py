@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -43,7 +44,7 @@ from synthgen.errors import ConfigError
 from synthgen.io import atomic_write
 from synthgen.provenance import adapter_digest, sha256_file
 from synthgen.recipe import Recipe
-from synthgen.training.config import TrainConfig, config_tasks
+from synthgen.training.config import TrainConfig, balanced, config_tasks
 from synthgen.training.recipe_tasks import tasks_from_recipe
 from synthgen.training.tasks import Task, task_to_dict
 
@@ -55,17 +56,20 @@ TUNE_FORMAT = "synthgen-tune-v1"  # what tune.json holds; another format is tune
 #: The training recipe of ``--tune`` (keys of :class:`synthgen.training.config.TrainConfig`).
 TUNE_CONFIG: dict = {
     "renormalize": True,
+    "max_targets_per_step": 24,
     "every_condition": True,
     "prompts_per_field": 4,
-    "family_min_tasks": 4,
-    "max_targets_per_step": 64,
-    "stop_kl": 0.02,
-    "lr": 3.0e-3,
-    "lr_schedule": "constant",
-    "epochs": 12,
+    "family_min_tasks": 16,
+    "stop_kl": 0.03,
+    "lr": 5.0e-3,
+    "lr_schedule": "cosine",
     "tasks_per_step": 1,
     "seed": 0,
 }
+#: Task steps a run is scheduled for: ``epochs`` = this / tasks per epoch, within
+#: :data:`TUNE_EPOCHS` (the cosine schedule decays over them; ``stop_kl`` may end it sooner).
+TUNE_TASK_STEPS = 320
+TUNE_EPOCHS = (2, 12)
 AUDIT_PROMPTS = 4  # held-out prompts per field in the audit after tuning
 AUDIT_SEED_OFFSET = 1  # the audit draws its prompts with the training seed + this
 
@@ -97,11 +101,17 @@ def tunable_fields(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
 
 
 def tune_config(recipe: Recipe, fields: list[str], **overrides) -> TrainConfig:
-    """The training config of ``--tune`` for these fields of ``recipe``, from its adapter."""
+    """The training config of ``--tune`` for these fields of ``recipe``, from its adapter:
+    :data:`TUNE_CONFIG`, with ``epochs`` from :data:`TUNE_TASK_STEPS` unless overridden."""
     start = resolve_adapter(recipe.adapter or "default", model=recipe.model)
-    values = {**TUNE_CONFIG, **overrides}
-    return TrainConfig(recipe=str(recipe.path), families=list(fields), model=recipe.model,
-                       init_adapter=str(start) if start else None, source=f"--tune {recipe.path}", **values)
+    values = {"epochs": 1, **TUNE_CONFIG, **overrides}
+    config = TrainConfig(recipe=str(recipe.path), families=list(fields), model=recipe.model,
+                         init_adapter=str(start) if start else None, source=f"--tune {recipe.path}", **values)
+    if "epochs" in overrides:
+        return config
+    per_epoch = len(balanced(config_tasks(config, recipe), config.family_min_tasks))
+    low, high = TUNE_EPOCHS
+    return dataclasses.replace(config, epochs=min(high, max(low, math.ceil(TUNE_TASK_STEPS / per_epoch))))
 
 
 def fingerprint(config: TrainConfig, tasks: list[Task], model_name: str) -> str:

@@ -186,3 +186,20 @@ def test_one_definition_of_collapsed(entropy, target, kl, collapsed):
     assert dist.collapsed is collapsed
     if collapsed:
         assert dist.warning().startswith("warning: f ") and f"{kl:.2f}" in dist.warning()
+
+
+def test_the_shipped_biography_config_is_what_tune_trains_with():
+    # `synthgen train recipes/diffuse/smollm2-135m-biography.yaml` and
+    # `synthgen generate recipes/biography.yaml --adapter default --tune` train the same way
+    from pathlib import Path
+
+    from synthgen.training.config import TrainConfig, config_keys, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "recipes/diffuse/smollm2-135m-biography.yaml")
+    recipe = load_recipe(root / "recipes/biography.yaml").with_overrides(adapter="default")
+    tuned = tune_config(recipe, tunable_fields(recipe)[0])
+    assert config.init_adapter == "default" and Path(config.recipe) == recipe.path.resolve()
+    for key in config_keys(TrainConfig):
+        if key not in ("recipe", "init_adapter"):
+            assert getattr(config, key) == getattr(tuned, key), key

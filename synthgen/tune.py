@@ -150,12 +150,13 @@ def _cache_problem(path: Path, key: str) -> str | None:
 
 
 def tune_recipe(recipe: Recipe, *, on_start: Callable[[dict], None] | None = None,
-                on_step: Callable[[dict], None] | None = None) -> TuneResult:
+                on_step: Callable[[dict], None] | None = None, cache: Path | None = None) -> TuneResult:
     """The recipe adapter for ``recipe``: from the cache when it holds a sound one, else trained now.
 
     Args:
         recipe: The recipe, with any command-line overrides (model, adapter) applied.
         on_start, on_step: Progress of the training (:func:`synthgen.training.loop.train`).
+        cache: The folder of tuned adapters (default :func:`cache_root`).
 
     Returns:
         The adapter and its ``info`` block, or ``adapter=None`` and a message when the
@@ -172,7 +173,7 @@ def tune_recipe(recipe: Recipe, *, on_start: Callable[[dict], None] | None = Non
     tasks = config_tasks(config, recipe)
     model_name = EngineSpec.for_recipe(recipe).model_name
     key = fingerprint(config, tasks, model_name)
-    path = cache_root() / f"{_slug(recipe.name)}-{key[:16]}"
+    path = (cache or cache_root()) / f"{_slug(recipe.name)}-{key[:16]}"
     if path.exists():
         problem = _cache_problem(path, key)
         if problem is None:
@@ -193,6 +194,7 @@ def _train_into(path: Path, recipe: Recipe, config: TrainConfig, key: str, model
     """Train, audit and save the adapter into ``path`` (written whole: a partial folder first)."""
     from synthgen.training.loop import train
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()

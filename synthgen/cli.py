@@ -194,6 +194,7 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from synthgen.generation import check_out_dir
     from synthgen.generation import generate as run_generate
     from synthgen.recipe import load_recipe
 
@@ -204,13 +205,13 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
         concurrency=concurrency)
     tuned = None
     if recipe.tune if tune is None else tune:
+        check_out_dir(out_dir, resume)  # before minutes of tuning
         recipe, tuned = _tune(recipe)
-    runner = _checked_executor(recipe)
     bars: list = []  # opened at the first progress call: no bar before the run has started
     try:
         with logging_redirect_tqdm():
-            result = run_generate(recipe, out_dir, executor=runner, resume=resume,
-                                  on_progress=_bar(bars, "generate", "rec"), tune=tuned)
+            result = run_generate(recipe, out_dir, resume=resume, on_progress=_bar(bars, "generate", "rec"),
+                                  tune=tuned, check_collapse=True)
     finally:
         for bar in bars:
             bar.close()
@@ -256,20 +257,6 @@ def _tune(recipe):
     if result.adapter is None:
         return recipe, None
     return recipe.with_overrides(adapter=str(result.adapter)), result.info
-
-
-def _checked_executor(recipe):
-    """The run's executor; a local one holds the engine, whose collapse check is printed first
-    (one line per collapsed choice or integer field)."""
-    from synthgen.executors import EngineSpec, LocalExecutor
-    from synthgen.preview import collapse_check
-
-    if recipe.executor != "local" or not any(recipe.fields[n].uses_model for n in recipe.order):
-        return None
-    engine = EngineSpec.for_recipe(recipe).build()
-    for dist in collapse_check(recipe, engine):
-        click.echo(dist.warning(), err=True)
-    return LocalExecutor(engine=engine)
 
 
 # ------------------------------------------------------------ validate, preview

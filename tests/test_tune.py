@@ -149,7 +149,7 @@ def test_tune_needs_the_transformers_engine(recipe_file, tmp_path, capsys):
     assert not (tmp_path / "v").exists()
 
 
-def test_generate_warns_about_fields_far_from_their_weights(tmp_path, tiny_model_dir, capsys):
+def test_generate_warns_about_fields_far_from_their_weights(tmp_path, tiny_model_dir, caplog):
     # the tiny model spreads its mass over the options; weights that put almost all of it on
     # one option are far from that, beyond COLLAPSE_KL: the warning names the field
     path = tmp_path / "skewed.yaml"
@@ -170,9 +170,20 @@ def test_generate_warns_about_fields_far_from_their_weights(tmp_path, tiny_model
             min: 1
             max: 3
         """), encoding="utf-8")
-    assert main(["generate", str(path), "-o", str(tmp_path / "out")]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    with caplog.at_level(logging.WARNING, logger="synthgen"):
+        assert main(["generate", str(path), "-o", str(tmp_path / "out")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: color ") and "--tune" in warnings[0]
+
+
+def test_tune_into_an_occupied_folder_fails_before_tuning(recipe_file, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    code = main(["generate", str(recipe_file), "--tune", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a synthgen run directory" in err and len(err.strip().splitlines()) == 1
+    assert not cache_root().exists() and (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize(("entropy", "target", "kl", "collapsed"), [

@@ -169,6 +169,12 @@ def tune_recipe(recipe: Recipe, *, on_start: Callable[[dict], None] | None = Non
         why = "; ".join(f"{n}: {w}" for n, w in skipped.items()) or "no fields"
         return TuneResult(None, False, None, f"nothing to tune: {recipe.path} has no choice or integer field "
                                              f"filled by the adapter ({why})")
+    free = [n for n in recipe.order if recipe.fields[n].uses_model and recipe.fields[n].use_adapter
+            and recipe.fields[n].closed_values is None]
+    if free:
+        log.warning("fields %s are sampled freely with the adapter on: a tuned adapter is trained on the "
+                    "distribution over the options only and may make free replies invalid; consider "
+                    "use_adapter: false for them", ", ".join(free))
     config = tune_config(recipe, fields)
     tasks = config_tasks(config, recipe)
     model_name = EngineSpec.for_recipe(recipe).model_name

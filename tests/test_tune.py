@@ -214,3 +214,13 @@ def test_the_shipped_biography_config_is_what_tune_trains_with():
     for key in config_keys(TrainConfig):
         if key not in ("recipe", "init_adapter"):
             assert getattr(config, key) == getattr(tuned, key), key
+
+
+def test_tune_warns_about_fields_sampled_freely_with_the_adapter(recipe_file, caplog):
+    text = recipe_file.read_text() + ("  serial:\n    kind: integer\n    template_inline: \"Pick a serial number.\"\n"
+                                      "    min: 0\n    max: 99999\n")
+    recipe_file.write_text(text, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="synthgen.tune"):
+        result = tune_recipe(load_recipe(recipe_file))
+    assert result.info["fields"] == ["color", "size"]
+    assert "serial" in caplog.text and "use_adapter: false" in caplog.text

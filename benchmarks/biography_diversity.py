@@ -32,7 +32,7 @@ female/male records whose first name is in that gender's name list.
 
 Run from the repository root::
 
-    python -m benchmarks.biography_diversity -n 500 --recipe-adapter smollm2-135m-biography \\
+    python -m benchmarks.biography_diversity -n 500 --recipe-adapter smollm2-135m-biography-flat \\
         --work-dir out/bio-div-500
 
 The result (``--out``, and its table as ``.md`` beside it) is rewritten after

@@ -17,7 +17,7 @@ so the adapter-over-base ratio a list allows can be read off without 1000-record
 runs; the recipe's own rows sit next to the counts the real runs measured
 (``biography_compare*.json``).
 
-    python benchmarks/unique_ceiling.py -n 1000 --adapters none,default,smollm2-135m-biography
+    python benchmarks/unique_ceiling.py -n 1000 --adapters none,default,smollm2-135m-biography-flat
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def measured_counts() -> dict[str, dict[str, int]]:
     """Unique counts of the real 1000-record runs, where a result file has them."""
     out: dict[str, dict[str, int]] = {}
     for name, label in (("biography_compare.json", "default"),
-                        ("biography_compare_recipe_tuned.json", "smollm2-135m-biography")):
+                        ("biography_compare_recipe_tuned.json", "smollm2-135m-biography-flat")):
         path = RESULTS / name
         if not path.is_file():
             continue
@@ -96,7 +96,7 @@ def measured_counts() -> dict[str, dict[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=1000, help="records per run")
-    parser.add_argument("--adapters", default="none,default,smollm2-135m-biography",
+    parser.add_argument("--adapters", default="none,default,smollm2-135m-biography-flat",
                         help="comma-separated: none, default, a shipped adapter's name or a directory")
     parser.add_argument("--out", default=str(RESULTS / "unique_ceiling.json"))
     args = parser.parse_args()

@@ -185,12 +185,16 @@ def audit_command(tasks_file, recipe, prompts_per_field, prompt_seed, model, ada
               help="Ray executor: actors per model field (default: the recipe's ray.concurrency, else 2).")
 @click.option("--trust-paths", is_flag=True,
               help="Allow template and options files outside the recipe's folder (a recipe you trust).")
+@click.option("--tune/--no-tune", default=None,
+              help="First tune a recipe adapter for the recipe's choice and integer fields, from the recipe's "
+                   "adapter (cached: a second run reuses it), and generate with it (default: the recipe's "
+                   "`tune`, else no).")
 def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, executor, concurrency,
-             trust_paths) -> None:
+             trust_paths, tune) -> None:
     """Generate a dataset from a recipe, deduplicate it and write its diversity report."""
-    from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from synthgen.generation import check_out_dir
     from synthgen.generation import generate as run_generate
     from synthgen.recipe import load_recipe
 
@@ -199,16 +203,15 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     recipe = load_recipe(recipe_file, trust_paths=trust_paths).with_overrides(
         count=count, seed=seed, model=model, adapter=adapter, engine=engine, executor=executor,
         concurrency=concurrency)
-    bars: list[tqdm] = []  # opened at the first progress call: no bar before the run has started
-
-    def on_progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, unit="rec", desc="generate", dynamic_ncols=True))
-        bars[0].update(done - bars[0].n)
-
+    tuned = None
+    if recipe.tune if tune is None else tune:
+        check_out_dir(out_dir, resume)  # before minutes of tuning
+        recipe, tuned = _tune(recipe)
+    bars: list = []  # opened at the first progress call: no bar before the run has started
     try:
         with logging_redirect_tqdm():
-            result = run_generate(recipe, out_dir, resume=resume, on_progress=on_progress)
+            result = run_generate(recipe, out_dir, resume=resume, on_progress=_bar(bars, "generate", "rec"),
+                                  tune=tuned, check_collapse=True)
     finally:
         for bar in bars:
             bar.close()
@@ -223,6 +226,37 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     if rep["n_kept"] == 0:
         raise SynthgenError(f"no record was kept ({rep['removed']['invalid']} invalid of {rep['n_requested']}): "
                             f"see the valid rates in {out_dir / 'report.md'}")
+
+
+def _bar(bars: list, desc: str, unit: str):
+    """A progress callback ``(done, total)`` that opens a tqdm bar into ``bars`` at its first call."""
+    from tqdm import tqdm
+
+    def on_progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+    return on_progress
+
+
+def _tune(recipe):
+    """``--tune``: the recipe with its tuned adapter (and the adapter's block), or unchanged
+    when there is nothing to tune; one line either way."""
+    from synthgen.tune import check_tunable, tune_recipe
+
+    check_tunable(recipe)
+    bars: list = []
+    progress = _bar(bars, "tune", "task")
+    try:
+        result = tune_recipe(recipe, on_start=lambda info: progress(0, info["total_tasks"]),
+                             on_step=lambda info: progress(bars[0].n + 1, bars[0].total))
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(result.message if result.adapter is not None else f"tune: {result.message}")
+    if result.adapter is None:
+        return recipe, None
+    return recipe.with_overrides(adapter=str(result.adapter)), result.info
 
 
 # ------------------------------------------------------------ validate, preview

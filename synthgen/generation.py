@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from synthgen.dedup import dedup
+from synthgen.errors import SynthgenError
 from synthgen.executors import EngineSpec, Executor, LocalExecutor, get_executor
 from synthgen.fields import FieldSpec
 from synthgen.io import atomic_write
@@ -31,7 +32,7 @@ from synthgen.report import FieldInfo, build_report
 from synthgen.report_files import write_report
 from synthgen.shards import RunOutput, prepare_out_dir, run_fingerprint
 
-__all__ = ["GenerateResult", "add_messages", "field_infos", "finish", "generate", "write_outputs"]
+__all__ = ["GenerateResult", "add_messages", "check_out_dir", "field_infos", "finish", "generate", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class GenerateResult:
 
 def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None = None, *,
              executor: str | Executor | None = None, resume: bool = False,
-             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
+             on_progress: Callable[[int, int], None] | None = None, tune: dict | None = None,
+             check_collapse: bool = False) -> GenerateResult:
     """Generate ``recipe.count`` records into ``out_dir``, deduplicate them and write the report.
 
     Args:
@@ -66,6 +68,10 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
             started with the same recipe file, count, seed, model, adapter,
             engine and executor.
         on_progress: Called as ``on_progress(done, total)`` while records are made.
+        tune: The recipe adapter's block (:attr:`synthgen.tune.TuneResult.info`) when the
+            run uses one tuned for it: recorded in ``run.json`` and the report.
+        check_collapse: With the local executor, first log a warning per collapsed
+            choice/integer field (:func:`synthgen.preview.collapse_check`).
 
     Returns:
         The run directory, the report and the files written: ``records.parquet``,
@@ -78,13 +84,34 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
     runner = get_executor(recipe.executor if executor is None else executor, recipe)
     spec = _engine_spec(recipe, engine_spec, runner)
     runner.check()
-    shards_dir = prepare_out_dir(out_dir, run_fingerprint(recipe, spec, runner.name), resume)
+    fingerprint = run_fingerprint(recipe, spec, runner.name)
+    if tune is not None:
+        fingerprint["tune"] = tune
+    shards_dir = prepare_out_dir(out_dir, fingerprint, resume)
     if spec is not None:
         log.info("engine: %s  model: %s  adapter: %s  executor: %s", spec.name, spec.model_name,
                  spec.adapter or "none", runner.name)
+        if check_collapse and isinstance(runner, LocalExecutor):
+            from synthgen.preview import collapse_check
+
+            for dist in collapse_check(recipe, runner.engine_for(spec)):
+                log.warning("%s", dist.warning())
     start = time.perf_counter()
     output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress)
-    return finish(recipe, out_dir, output, time.perf_counter() - start)
+    return finish(recipe, out_dir, output, time.perf_counter() - start, tune)
+
+
+def check_out_dir(out_dir: str | Path, resume: bool) -> None:
+    """Refuse, before anything slow (loading a model, tuning an adapter), an output folder that
+    :func:`synthgen.shards.prepare_out_dir` would refuse for what it holds: another run without
+    ``resume``, or files that are not a run. Writes nothing."""
+    out_dir = Path(out_dir)
+    if (out_dir / "run.json").exists():
+        if not resume:
+            raise SynthgenError(f"{out_dir} already holds a run; pass --resume to continue it or choose another "
+                                "output directory")
+    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise SynthgenError(f"{out_dir} exists and is not a synthgen run directory; choose another output directory")
 
 
 def _engine_spec(recipe: Recipe, given: EngineSpec | None, runner: Executor) -> EngineSpec | None:
@@ -127,8 +154,10 @@ def _parents(recipe: Recipe, name: str) -> tuple[str, ...]:
     return tuple(n for n in recipe.order if n in depends_on)
 
 
-def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> GenerateResult:
-    """Dedup and report the merged records of a run, and write every output file."""
+def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float,
+           tune: dict | None = None) -> GenerateResult:
+    """Dedup and report the merged records of a run (with the recipe adapter's block
+    ``tune`` when it has one), and write every output file."""
     df = output.records
     result = dedup(df, keys=recipe.dedup_keys, near_dup_fields=recipe.near_dup_fields)
     kept = add_messages(result.df, recipe)
@@ -143,6 +172,8 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> 
         field_stats={k: vars(v) for k, v in output.stats.items()},
         timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
     )
+    if tune is not None:
+        report["tune"] = tune
     files = write_outputs(kept, out_dir)
     files += write_report(report, out_dir)
     return GenerateResult(out_dir, report, files)

@@ -4,8 +4,10 @@
 ``synthgen generate`` (:func:`synthgen.fill.make_records`), so record ``i`` of a
 preview is record ``i`` of a full run with the same seed, and adds, per
 choice/integer field, the distribution the model gives over the field's values
-for the previewed prompts: a field whose distribution is collapsed (normalised
-entropy below :data:`COLLAPSE_NORMALIZED_ENTROPY`) is flagged before a long run.
+for the previewed prompts: a field whose distribution is collapsed
+(:meth:`FieldDistribution.collapsed`) is flagged before a long run.
+:func:`collapse_check` is the same measurement for ``synthgen generate``, which
+warns about collapsed fields before it generates.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from synthgen.recipe import Recipe, load_recipe
 if TYPE_CHECKING:
     from synthgen.engines.base import Engine
 
-#: Below this normalised entropy (H / log K of the mean distribution over a field's
-#: previewed prompts) a field is reported as collapsed: a diffuse field is near 1.
+#: A field is collapsed when the normalised entropy (H / log K) of its distribution
+#: falls below this fraction of its target's (1 for uniform weights: a diffuse field is
+#: near 1) ...
 COLLAPSE_NORMALIZED_ENTROPY = 0.6
+#: ... or when its KL to the target weights exceeds this many nats.
+COLLAPSE_KL = 0.5
+CHECK_RECORDS = 8  # records synthgen generate previews for its collapse check
 TOP_K = 5
 
 
@@ -81,10 +87,23 @@ class FieldDistribution:
     top: list[tuple[str, float]]
     normalized_entropy: float | None
     kl_to_target: float
+    target_normalized_entropy: float = 1.0  # of the weights (1: uniform)
 
     @property
     def collapsed(self) -> bool:
-        return self.normalized_entropy is not None and self.normalized_entropy < COLLAPSE_NORMALIZED_ENTROPY
+        """Normalised entropy below :data:`COLLAPSE_NORMALIZED_ENTROPY` × the target's, or KL to
+        the target above :data:`COLLAPSE_KL` nats: the one definition for preview and generate."""
+        low = (self.normalized_entropy is not None
+               and self.normalized_entropy < COLLAPSE_NORMALIZED_ENTROPY * self.target_normalized_entropy)
+        return low or self.kl_to_target > COLLAPSE_KL
+
+    def warning(self) -> str:
+        """One line: the figures, what they mean, and the fix."""
+        entropy = "-" if self.normalized_entropy is None else f"{self.normalized_entropy:.2f}"
+        return (f"warning: {self.name} looks collapsed (normalised entropy {entropy}, KL to its weights "
+                f"{self.kl_to_target:.2f} nats over {self.prompts} prompts; collapsed below "
+                f"{COLLAPSE_NORMALIZED_ENTROPY} of the target's entropy or above {COLLAPSE_KL} nats): its values "
+                "will repeat; generate with --tune (or train an adapter: synthgen train --from-recipe)")
 
 
 @dataclass
@@ -152,7 +171,7 @@ def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldF
     spec = recipe.fields[name]
     before = recipe.order[: recipe.order.index(name)]
     mass: dict[str, float] = {}
-    prompts, entropies, kls = set(), [], []
+    prompts, entropies, kls, targets = set(), [], [], []
     live = [rec for rec in records if rec[name] is not None]
     for rec in live:
         upstream = {f: rec[f] for f in before}
@@ -167,6 +186,7 @@ def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldF
             mass[option] = mass.get(option, 0.0) + float(p) / len(live)
         target = np.asarray(weights, dtype=float) if weights is not None else np.full(len(options), 1 / len(options))
         entropies.append(distribution_entropy(probs) / math.log(len(options)) if len(options) > 1 else None)
+        targets.append(distribution_entropy(target) / math.log(len(options)) if len(options) > 1 else None)
         kls.append(distribution_kl(probs, target))
     values = spec.closed_values
     if not spec.is_conditional:  # the marginal over the shared option set
@@ -174,14 +194,31 @@ def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldF
         target = np.asarray(spec.weights, dtype=float) if spec.weights is not None else np.full(len(values),
                                                                                              1 / len(values))
         entropy = distribution_entropy(mean) / math.log(len(values)) if len(values) > 1 else None
+        ideal = distribution_entropy(target) / math.log(len(values)) if len(values) > 1 else None
         kl = distribution_kl(mean, target)
     else:
         known = [e for e in entropies if e is not None]
         entropy = float(np.mean(known)) if known else None
+        ideal = float(np.mean([t for t in targets if t is not None])) if known else None
         kl = float(np.mean(kls))
     top = sorted(mass.items(), key=lambda item: (-item[1], item[0]))[:TOP_K]
     return FieldDistribution(name=name, prompts=len(prompts), k=len(values), top=top,
-                             normalized_entropy=entropy, kl_to_target=kl)
+                             normalized_entropy=entropy, kl_to_target=kl,
+                             target_normalized_entropy=1.0 if ideal is None else ideal)
+
+
+def collapse_check(recipe: Recipe, engine: Engine | None, n: int = CHECK_RECORDS) -> list[FieldDistribution]:
+    """The collapsed fields among the choice/integer fields the model fills, measured as
+    :func:`preview` measures them on records ``0 .. n-1`` (fields whose prompt reads a
+    free-text field are left out: checking them would write text first)."""
+    closed = [name for name in recipe.order if recipe.fields[name].uses_model
+              and recipe.fields[name].closed_values is not None
+              and not any(recipe.fields[a].closed_values is None and recipe.fields[a].uses_model
+                          for a in ancestors(recipe.fields, name))]
+    if not closed or engine is None:
+        return []
+    result = preview(recipe, n, engine=engine, fields=closed)
+    return [d for d in result.distributions.values() if d.collapsed]
 
 
 # --------------------------------------------------------------- formatting
@@ -204,9 +241,7 @@ def format_preview(result: Preview, width: int = 100) -> list[str]:
         lines.append(f"{dist.name}: {dist.k} values, {dist.prompts} distinct prompts, normalised entropy "
                      f"{entropy}, KL to target {dist.kl_to_target:.2f} nats; top: {top}")
         if dist.collapsed:
-            lines.append(f"  warning: {dist.name} looks collapsed (normalised entropy {entropy} < "
-                         f"{COLLAPSE_NORMALIZED_ENTROPY}): its values will repeat; train an adapter for this "
-                         "recipe (synthgen train --from-recipe) or check the prompt")
+            lines.append(f"  {dist.warning()}")
     for name, rate in result.valid_rates.items():
         if name in result.fields:
             lines.append(f"{name}: {rate:.0%} of samples valid (retries included)")

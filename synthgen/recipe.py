@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from synthgen._validate import check_keys, number, one_of, show, string, yaml_error
+from synthgen._validate import boolean, check_keys, number, one_of, show, string, yaml_error
 from synthgen.adapters import DEFAULT_ADAPTER, NO_ADAPTER, AdapterError, resolve_adapter
 from synthgen.checks import check_references
 from synthgen.engines import engine_names
@@ -30,7 +30,7 @@ from synthgen.option_sets import resolve_option_sets
 
 __all__ = ["EXECUTORS", "FIELD_KINDS", "FieldSpec", "RayOptions", "Recipe", "load_recipe"]
 
-TOP_KEYS = ("name", "description", "model", "adapter", "engine", "executor", "ray", "seed", "count",
+TOP_KEYS = ("name", "description", "model", "adapter", "tune", "engine", "executor", "ray", "seed", "count",
             "batch_size", "dedup_keys", "near_dup_fields", "output", "fields")
 EXECUTORS = ("local", "ray")
 RAY_KEYS = ("concurrency", "batch_size", "num_cpus", "num_gpus", "address")
@@ -59,6 +59,7 @@ class Recipe:
     description: str = ""
     model: str | None = None
     adapter: str | None = None  # "none" = the base model alone
+    tune: bool = False  # generate with a recipe adapter tuned from `adapter` (synthgen.tune)
     engine: str = "transformers"  # what runs the model (synthgen.engines.create_engine)
     executor: str = "local"  # where the records are made: "local" (this process) or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
@@ -206,6 +207,7 @@ def load_recipe(path: str | Path, *, trust_paths: bool = False) -> Recipe:
         description=string(src, "description", data.get("description", "")),
         model=string(src, "model", data.get("model"), optional=True),
         adapter=_adapter(src, data.get("adapter")),
+        tune=boolean(src, "tune", data.get("tune", False)),
         engine=_engine(src, "engine", data.get("engine", "transformers")),
         executor=_executor(src, "executor", data.get("executor", "local")),
         ray=_ray_options(src, data.get("ray", {})),

@@ -36,6 +36,11 @@ def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
              f"{rm['near_duplicates']} near duplicates"]
     if t.get("seconds") is not None:
         lines.append(f"- time: {_fmt(t['seconds'], 1)} s ({_fmt(t['records_per_second'], 2)} records/s)")
+    if report.get("tune"):
+        tune = report["tune"]
+        audit = ", ".join(f"{n} {_fmt(f['kl_to_target'])}" for n, f in tune["audit"]["fields"].items())
+        lines.append(f"- recipe adapter: `{tune['adapter']}` (tuned in {_fmt(tune['seconds'], 0)} s; held-out "
+                     f"audit, KL to the weights in nats: {audit})")
     lines += [
         "", "Ideals are those of a perfect sampler over the same options with the same number of values "
         "(coverage ratio 1, entropy gap 0); – means the option set is open.", "", "## Fields", "",

@@ -115,16 +115,16 @@ def test_bad_adapter_path_is_a_clear_error(tiny_model_dir, tmp_path):
 def test_shipped_adapters_resolve_by_name(tmp_path, monkeypatch):
     from synthgen.adapters import SHIPPED_DIR, default_adapter, resolve_adapter
 
-    shipped = SHIPPED_DIR / "smollm2-135m-biography"
-    assert resolve_adapter("smollm2-135m-biography") == shipped
+    shipped = SHIPPED_DIR / "smollm2-135m-biography-flat"
+    assert resolve_adapter("smollm2-135m-biography-flat") == shipped
     assert resolve_adapter("default") == default_adapter(None)
     assert resolve_adapter("none") is None
     # a directory of that name in the working directory wins over the shipped one
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "smollm2-135m-biography").mkdir()
+    (tmp_path / "smollm2-135m-biography-flat").mkdir()
     with pytest.raises(SynthgenError, match="no adapter_config.json"):
-        resolve_adapter("smollm2-135m-biography")
-    with pytest.raises(SynthgenError, match=r"a shipped adapter \(.*smollm2-135m-biography"):
+        resolve_adapter("smollm2-135m-biography-flat")
+    with pytest.raises(SynthgenError, match=r"a shipped adapter \(.*smollm2-135m-biography-flat"):
         resolve_adapter("no-such-adapter")
 
 

@@ -110,7 +110,7 @@ def test_biography_cli_small_run(tmp_path):
 def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):
     # the shipped adapter tuned for recipes/biography_flat.yaml (KL <= 0.05 nats to the recipe's
     # weights on its choice fields), audited on the tasks it was trained on with the real model
-    adapter = Path(store.__file__).resolve().parent / "adapters" / "smollm2-135m-biography"
+    adapter = Path(store.__file__).resolve().parent / "adapters" / "smollm2-135m-biography-flat"
     out = tmp_path / "audit.json"
     assert main(["audit", str(adapter / "tasks.jsonl"), "--adapter", str(adapter), "--samples", "0",
                  "--no-compare", "--json", str(out)]) == 0

@@ -251,7 +251,7 @@ def test_inline_template_rendering_and_value_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("none", "none"), ("default", "default"), ("smollm2-135m-biography", "{shipped}/smollm2-135m-biography"),
+    ("none", "none"), ("default", "default"), ("smollm2-135m-biography-flat", "{shipped}/smollm2-135m-biography-flat"),
     ("adapters/mine", "{dir}/adapters/mine"), ("../out/a", "{dir}/../out/a"), ("{abs}", "{abs}"),
 ])
 def test_recipe_adapter_paths_are_relative_to_the_recipe(tmp_path, value, expected):
@@ -268,7 +268,7 @@ def test_recipe_adapter_paths_are_relative_to_the_recipe(tmp_path, value, expect
 @pytest.mark.parametrize("value", ["no-such-adapter", "adapters/missing"])
 def test_recipe_adapter_that_does_not_exist_names_file_and_key(tmp_path, value):
     path = write_recipe(tmp_path, recipe_with(NAME, f"adapter: {value}\n"))
-    with pytest.raises(ConfigError, match=r"broken\.yaml: adapter: no adapter at .*smollm2-135m-biography"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: adapter: no adapter at .*smollm2-135m-biography-flat"):
         load_recipe(path)
 
 
@@ -276,7 +276,7 @@ def test_flat_biography_recipe_uses_its_tuned_adapter():
     from synthgen.adapters import SHIPPED_DIR, resolve_adapter
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/biography_flat.yaml")
-    assert resolve_adapter(recipe.adapter, model=recipe.model) == SHIPPED_DIR / "smollm2-135m-biography"
+    assert resolve_adapter(recipe.adapter, model=recipe.model) == SHIPPED_DIR / "smollm2-135m-biography-flat"
 
 
 def test_with_overrides(tmp_path):

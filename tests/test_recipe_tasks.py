@@ -201,3 +201,39 @@ def test_cli_audit_from_recipe_builds_the_recipes_tasks_with_another_prompt_seed
     code = main(["audit", str(tmp_path / "t.jsonl"), "--from-recipe", str(recipe)])
     _, err = capsys.readouterr()
     assert code != 0 and "one of them" in err
+
+
+def test_every_condition_gives_each_conditional_set_its_own_task(tmp_path):
+    # names by (country, gender): drawn prompts meet some conditions; every_condition adds
+    # a task for each reachable one, with that condition in the prompt and its own set
+    data = tmp_path / "names"
+    data.mkdir()
+    for country in ("France", "Peru", "Chad"):
+        for gender in ("female", "male"):
+            (data / f"{country}_{gender}.txt").write_text(f"{country[:2]}{gender[0]}1\n{country[:2]}{gender[0]}2\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: people
+        fields:
+          gender:
+            kind: choice
+            template_inline: "Pick a gender."
+            options: [female, male]
+            weights: [9, 1]
+          country:
+            kind: choice
+            template_inline: "Pick a country."
+            options: [France, Peru, Chad]
+          name:
+            kind: choice
+            template_inline: "Pick a {{ gender }} name from {{ country }}."
+            options_file: "names/{{ country }}_{{ gender }}.txt"
+        """), encoding="utf-8")
+    recipe = load_recipe(path)
+    drawn = [t for t in tasks_from_recipe(recipe, 2, 0).tasks if t.family == "name"]
+    every = [t for t in tasks_from_recipe(recipe, 2, 0, every_condition=True).tasks if t.family == "name"]
+    assert len(drawn) == 2 and [t.prompt for t in every[:2]] == [t.prompt for t in drawn]
+    assert len(every) == 6 and len({t.prompt for t in every}) == 6
+    for t in every:
+        country, gender = t.prompt.split(" from ")[1].rstrip("."), t.prompt.split()[2]
+        assert t.targets == recipe.fields["name"].options_for({"country": country, "gender": gender})[0]

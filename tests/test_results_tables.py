@@ -43,7 +43,7 @@ def test_a_provenance_block_is_read_before_older_keys():
 def test_a_recorded_local_adapter_is_named_by_its_shipped_name():
     lines = " ".join(rt.source_lines("x.json", {"command": "python benchmarks/biography_compare.py --adapter "
                                                            "out/adapters/biography-tuned-4"}))
-    assert "ship as `smollm2-135m-biography`" in lines
+    assert "ship as `smollm2-135m-biography-flat`" in lines
     assert rt.adapter_label("/somewhere/synthgen/adapters/smollm2-135m-diffuse") == "`smollm2-135m-diffuse`"
     assert rt.adapter_label(None) == "none (base model)"
 
@@ -65,12 +65,12 @@ def test_stamp_records_the_command_and_the_adapters_digest(monkeypatch):
 
     monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "engine.py"), "--out", "x.json"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    adapter = ROOT / "synthgen" / "adapters" / "smollm2-135m-biography"
+    adapter = ROOT / "synthgen" / "adapters" / "smollm2-135m-biography-flat"
     result = stamp({"speedup": 2.0}, adapters={"adapter": adapter, "base": None})
     block = result["provenance"]
     assert list(result)[0] == "provenance" and result["speedup"] == 2.0
     assert block["command"] == "OMP_NUM_THREADS=1 python benchmarks/engine.py --out x.json"
-    assert block["adapters"]["adapter"] == {"path": "synthgen/adapters/smollm2-135m-biography",
+    assert block["adapters"]["adapter"] == {"path": "synthgen/adapters/smollm2-135m-biography-flat",
                                             "sha256": sha256_file(adapter / "adapter_model.safetensors")}
     assert block["adapters"]["base"] == {"path": None, "sha256": None}
     assert stamp({}, args=["--tiny"])["provenance"]["command"].endswith("python benchmarks/engine.py --tiny")

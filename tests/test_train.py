@@ -173,7 +173,10 @@ def test_one_answer_family_stops_at_its_per_task_tolerance(tiny_model_dir, tmp_p
         ("tasks: t.jsonl\nlr_schedule: linear\n", "lr_schedule", "cosine"),
         ("tasks: t.jsonl\nmax_targets_per_step: 0\n", "max_targets_per_step", "expected an integer >= 1"),
         ("tasks: t.jsonl\nrenormalize: yes please\n", "renormalize", "true or false"),
-        ("tasks: t.jsonl\nrenormalize: true\nmax_targets_per_step: 8\n", "renormalize", "every target"),
+        ("tasks: t.jsonl\nrenormalize: true\nmax_targets_per_step: 8\n", "renormalize", "set stop_kl"),
+        ("tasks: t.jsonl\nstop_kl: -0.1\n", "stop_kl", "expected a number >= 0"),
+        ("tasks: t.jsonl\nfamily_min_tasks: 0\n", "family_min_tasks", "expected an integer >= 1"),
+        ("tasks: t.jsonl\nevery_condition: 1\n", "every_condition", "true or false"),
         ("tasks: t.jsonl\nlora: {rank: 0}\n", "lora.rank", "expected an integer >= 1"),
         ("tasks: t.jsonl\nlora: {ranks: 4}\n", "lora.ranks", "unknown key"),
         ("tasks: t.jsonl\nlora: {dropout: 1.5}\n", "lora.dropout", "expected a number >= 0 and <= 1"),
@@ -412,3 +415,53 @@ def test_docs_table_of_config_keys_is_up_to_date():
     assert table == markdown_table(), "run: python -m synthgen.training.config docs/training.md"
     documented = [f"lora.{k}" for k in config_keys(LoraOptions)] + [k for k in config_keys(TrainConfig) if k != "lora"]
     assert all(f"| `{k}` |" in table for k in documented)
+
+
+def test_renormalized_loss_over_a_sample_of_targets_matches_naive(tiny_model_dir):
+    # max_targets_per_step with renormalize: the sample's weights renormalised to sum 1 and the
+    # loss of p renormalised over the sample, -sum_S w~ log(p / sum_S p), equal to a naive
+    # per-target computation on the same sample; KL(q || w~) from the same log-probs.
+    import random
+
+    from synthgen.training.loss import option_logp, renormalized_kl, subsample
+
+    task = TASKS[0]
+    model, encoded, weights, params = _perturbed_lora_and_task(tiny_model_dir, task)
+    (prompt_ids, sample_ids), w = subsample(encoded, weights, 4, random.Random(3), renormalize=True)
+    assert len(sample_ids) == 4 and w.sum().item() == pytest.approx(1.0)
+    loss = task_loss(model, (prompt_ids, sample_ids), w, chunk_size=3, renormalize=True)
+    fast = torch.autograd.grad(loss, params)
+    q = torch.softmax(naive_option_logprobs(model, prompt_ids, sample_ids), dim=0)
+    naive = -(w * torch.log(q)).sum()
+    slow = torch.autograd.grad(naive, params)
+    assert abs(loss.item() - naive.item()) < 1e-4
+    _assert_same_gradients(fast, slow)
+    kl = renormalized_kl(option_logp(model, (prompt_ids, sample_ids), 3), w)
+    assert kl == pytest.approx((q * (torch.log(q) - torch.log(w))).sum().item(), abs=1e-4)
+
+
+def test_stop_kl_stops_every_family_together_once_all_are_there(tiny_model_dir, suite, tmp_path):
+    # a threshold every family meets at once: one epoch; a threshold none can meet: every epoch
+    easy = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=5, renormalize=True, stop_kl=50.0,
+                       max_targets_per_step=3, lora=LoraOptions(rank=4, alpha=8))
+    result = train(easy, tmp_path / "easy")
+    info = json.loads((tmp_path / "easy" / "training.json").read_text())
+    assert result.epochs_run == 1 and result.stopped_early
+    assert all(f["stopped"] and f["kl"] <= 50.0 for f in info["epochs"][0]["families"].values())
+    assert all(0 <= s["kl"] for s in info["steps"])
+    hard = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=2, renormalize=True, stop_kl=0.0,
+                       lora=LoraOptions(rank=4, alpha=8))
+    result = train(hard, tmp_path / "hard")
+    assert result.epochs_run == 2 and not result.stopped_early
+
+
+def test_family_min_tasks_repeats_only_the_smaller_families(tiny_model_dir, tmp_path):
+    tasks = [Task(id=f"n{i}", family="numbers", prompt=f"Pick a number ({i}).", targets=("1", "2"))
+             for i in range(3)] + [Task(id="f", family="fruits", prompt="Pick a fruit.", targets=("apple", "fig"))]
+    save_tasks(tasks, tmp_path / "tasks.jsonl")
+    config = TrainConfig(tasks=str(tmp_path / "tasks.jsonl"), model=str(tiny_model_dir), epochs=1,
+                         family_min_tasks=2, lora=LoraOptions(rank=4, alpha=8))
+    train(config, tmp_path / "adapter")
+    info = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    ids = sorted(t["id"] for t in info["tasks"])
+    assert ids == ["f", "f#2", "n0", "n1", "n2"]

@@ -6,7 +6,7 @@ An adapter value (``--adapter``, a recipe's ``adapter:``, a train config's
 * ``none``: the base model alone;
 * ``default``: the shipped diffuse adapter of the model (the model store knows
   which), or the base model when it has none;
-* the name of a shipped adapter (a directory here, e.g. ``smollm2-135m-biography``);
+* the name of a shipped adapter (a directory here, e.g. ``smollm2-135m-biography-flat``);
 * a directory path, relative to ``base_dir`` (a recipe's or config's folder) or
   to the working directory.
 
@@ -39,7 +39,7 @@ def shipped_names() -> list[str]:
 
 
 def shipped(name: str) -> Path | None:
-    """A shipped adapter by name (``smollm2-135m-biography``), or None."""
+    """A shipped adapter by name (``smollm2-135m-biography-flat``), or None."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return None
     path = SHIPPED_DIR / name

@@ -54,6 +54,11 @@ def _optional_count(src: str, key: str, value: object) -> None:
         _validate.number(src, key, value, int, low=1)
 
 
+def _optional_non_negative(src: str, key: str, value: object) -> None:
+    if value is not None:
+        _validate.number(src, key, value, float, low=0)
+
+
 def _integer(src: str, key: str, value: object) -> None:
     _validate.number(src, key, value, int)
 
@@ -145,6 +150,11 @@ class TrainConfig:
         8, check=_count,
         help="With `recipe`: distinct prompts per field whose prompt reads earlier fields (upstream values drawn "
              "as the recipe draws them).")
+    every_condition: bool = _key(
+        False, check=_validate.boolean,
+        help="With `recipe`: a field whose options depend on earlier fields gets a task for every reachable "
+             "condition (each set of its option parents' values, in the prompt), besides its `prompts_per_field` "
+             "drawn prompts; otherwise the conditions its drawn prompts happen to meet.")
     model: str | None = _key(
         None, check=_path,
         help="Registered model name, HF directory, .gguf file or hub id (default: the recipe's model).")
@@ -196,11 +206,21 @@ class TrainConfig:
         False, check=_validate.boolean,
         help="Train the distribution renormalised over the targets, H(w) + KL(w ‖ p / Σp), instead of the "
              "absolute probabilities: for adapters used only by choice and integer fields, which sample over "
-             "their options. Needs every target at every step (no `max_targets_per_step`).")
+             "their options. With `max_targets_per_step`, the distribution renormalised over each step's "
+             "sample of targets (and its weights renormalised alike): the same optimum, p ∝ w.")
     balance_families: bool = _key(
         False, check=_validate.boolean,
         help="Repeat each family's tasks so every family gets as many steps per epoch as the largest one (a "
              "recipe field without template variables is a single task).")
+    family_min_tasks: int | None = _key(
+        None, check=_optional_count,
+        help="Repeat the tasks of a family that has fewer so that it gets at least this many per epoch (a cheaper "
+             "balance than `balance_families` when one family has many more tasks than the others).")
+    stop_kl: float | None = _key(
+        None, check=_optional_non_negative,
+        help="Stop once, in one epoch, every family's mean KL(model ‖ weights) of the distribution renormalised "
+             "over the targets scored is at most this many nats (null: the loss-based stops above). Families "
+             "then train together until all are there.")
     tasks_per_step: int = _key(
         1, check=_count,
         help="Tasks per optimizer step on each process (their gradients are averaged); N processes under "
@@ -218,9 +238,9 @@ class TrainConfig:
                                             "and 'recipe' (a recipe YAML to build tasks from)")
         _validate_fields(self, src)
         _validate_fields(self.lora, src, "lora.")
-        if self.renormalize and self.max_targets_per_step is not None:
-            raise ConfigError(src, "renormalize", "needs every target at every step (the normaliser is a sum over "
-                                                  "all of them); remove max_targets_per_step")
+        if self.renormalize and self.max_targets_per_step is not None and self.stop_kl is None:
+            raise ConfigError(src, "renormalize", "with max_targets_per_step, the loss of a sample of targets is "
+                                                  "not comparable to the optimum of all of them: set stop_kl")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<config>") -> TrainConfig:
@@ -304,7 +324,8 @@ def config_tasks(config: TrainConfig, recipe: Recipe | None = None) -> list[Task
         from synthgen.recipe import load_recipe
         from synthgen.training.recipe_tasks import tasks_from_recipe
 
-        built = tasks_from_recipe(recipe or load_recipe(config.recipe), config.prompts_per_field, config.seed)
+        built = tasks_from_recipe(recipe or load_recipe(config.recipe), config.prompts_per_field, config.seed,
+                                  every_condition=config.every_condition)
         # open fields trained on their seed values stop early like open families: (1 + gamma) H(w)
         config.open_families = list(dict.fromkeys([*config.open_families, *built.open_families]))
         for name, why in built.skipped.items():
@@ -330,13 +351,14 @@ def config_tasks(config: TrainConfig, recipe: Recipe | None = None) -> list[Task
     return tasks
 
 
-def balanced(tasks: list[Task]) -> list[Task]:
-    """Each family's tasks cycled up to the size of the largest family; repeats get
-    ids ``ID#2``, ``ID#3``, … (the same prompt, targets and weights)."""
+def balanced(tasks: list[Task], at_least: int | None = None) -> list[Task]:
+    """Each family's tasks cycled up to the size of the largest family (``at_least``:
+    up to that many instead, a family with more keeping its own); repeats get ids
+    ``ID#2``, ``ID#3``, … (the same prompt, targets and weights)."""
     by_family: dict[str, list[Task]] = {}
     for t in tasks:
         by_family.setdefault(t.family, []).append(t)
-    most = max(len(own) for own in by_family.values())
+    most = max(len(own) for own in by_family.values()) if at_least is None else at_least
     out = list(tasks)
     for own in by_family.values():
         for k in range(len(own), most):

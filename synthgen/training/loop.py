@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,46 +46,16 @@ from synthgen.errors import ConfigError, SynthgenError
 from synthgen.io import writable_dir
 from synthgen.training.config import LoraOptions, TrainConfig, balanced, config_tasks
 from synthgen.training.distributed import DistributedState, average_gradients, steps_per_epoch
+from synthgen.training.loss import family_done, loss_from_logp, option_logp, renormalized_kl, subsample, task_loss
 from synthgen.training.preserve import Anchor, anchor_kl, build_anchors, read_prompts
 from synthgen.training.tasks import Task, save_tasks
 
+if TYPE_CHECKING:
+    from synthgen.recipe import Recipe
+
+__all__ = ["TrainResult", "family_done", "lora_model", "subsample", "task_loss", "train"]
+
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------ the loss
-def task_loss(model, encoded: tuple[list[int], list[list[int]]], weights: torch.Tensor, chunk_size: int,
-              renormalize: bool = False) -> torch.Tensor:
-    """``-Σ w_y log p(y + end | prompt)`` with the prompt encoded once; with
-    ``renormalize``, of ``p`` renormalised over the targets (``Σ w = 1``: the loss
-    is then ``H(w) + KL(w ‖ p / Σ p)``)."""
-    from synthgen.engines.scoring import option_logprobs
-
-    prompt_ids, options_ids = encoded
-    logp = option_logprobs(model, prompt_ids, options_ids, chunk_size)
-    if renormalize:
-        logp = logp - torch.logsumexp(logp, dim=0)
-    return -(weights.to(logp.device) * logp).sum()
-
-
-def family_done(loss: float, optimum: float, n_tasks: int, slack: float) -> bool:
-    """Early stop of a family after an epoch: its loss within ``(1 + slack)`` of
-    its optimum; a family of one-answer tasks (optimum 0: facts) stops once its
-    mean loss per task is at most ``slack`` nats (each answer at p >= e^-slack)."""
-    if optimum <= 1e-9:
-        return loss <= slack * n_tasks + 1e-6
-    return loss <= (1 + slack) * optimum + 1e-6
-
-
-def subsample(encoded, weights: torch.Tensor, limit: int | None, rng: random.Random):
-    """At most ``limit`` targets of a task, drawn without replacement, with the
-    weights scaled by K/limit so the loss stays an unbiased estimate of the full
-    one (None = every target, the paper's full objective)."""
-    prompt_ids, options_ids = encoded
-    k = len(options_ids)
-    if limit is None or k <= limit:
-        return encoded, weights
-    idx = sorted(rng.sample(range(k), limit))
-    return (prompt_ids, [options_ids[i] for i in idx]), weights[idx] * (k / limit)
 
 
 # ------------------------------------------------------------------ the model
@@ -197,9 +167,10 @@ class _Run:
         return self.config.tasks_per_step * self.dist.world
 
 
-def _task_backward(run: _Run, task: Task, slot: int) -> tuple[float, float]:
+def _task_backward(run: _Run, task: Task, slot: int) -> tuple[float, float, float]:
     """Backpropagate one task's loss (plus the preserve term on its slot); returns
-    the loss and the preserve KL (nan when the slot has none)."""
+    the loss, the preserve KL (nan when the slot has none) and KL(q ‖ w) of the
+    distribution renormalised over the targets scored."""
     config = run.config
     # The targets a task samples must not depend on which process trains it, so in
     # a step of several tasks (which may be split over processes) they come from a
@@ -207,14 +178,17 @@ def _task_backward(run: _Run, task: Task, slot: int) -> tuple[float, float]:
     # from the run's own stream, which keeps the shipped adapters (trained one task
     # per step) reproducible from their configs.
     draw = run.rng if run.per_step == 1 else random.Random(f"{config.seed}:{slot}")
-    batch, w = subsample(run.encoded[task.id], run.weights[task.id], config.max_targets_per_step, draw)
-    loss = task_loss(run.model, batch, w, config.chunk_size, config.renormalize)
+    batch, w = subsample(run.encoded[task.id], run.weights[task.id], config.max_targets_per_step, draw,
+                         config.renormalize)
+    logp = option_logp(run.model, batch, config.chunk_size)
+    loss = loss_from_logp(logp, w, config.renormalize)
     every = config.preserve_every
     kl = None
     if run.anchors and slot % every == 0:
         kl = anchor_kl(run.model, run.anchors[slot // every % len(run.anchors)])
     (loss if kl is None else loss + config.preserve_weight * every * kl).backward()
-    return float(loss.detach()), float(kl.detach()) if kl is not None else float("nan")
+    return (float(loss.detach()), float(kl.detach()) if kl is not None else float("nan"),
+            renormalized_kl(logp, w))
 
 
 def _run_step(run: _Run, group: list[Task]) -> torch.Tensor:
@@ -224,11 +198,9 @@ def _run_step(run: _Run, group: list[Task]) -> torch.Tensor:
     first = dist.rank * config.tasks_per_step
     mine = group[first: first + config.tasks_per_step]
     run.optimizer.zero_grad(set_to_none=True)
-    stats = torch.zeros((len(group), 2), dtype=torch.float64, device=dist.device)
+    stats = torch.zeros((len(group), 3), dtype=torch.float64, device=dist.device)
     for j, task in enumerate(mine, start=first):
-        loss, kl = _task_backward(run, task, run.slot + j)
-        stats[j, 0] = loss
-        stats[j, 1] = kl
+        stats[j] = torch.tensor(_task_backward(run, task, run.slot + j), dtype=torch.float64)
     if run.per_step > 1:
         average_gradients(run.params, len(mine), dist)
     dist.all_reduce_sum(stats)
@@ -242,38 +214,50 @@ def _run_step(run: _Run, group: list[Task]) -> torch.Tensor:
 
 
 def _run_epoch(run: _Run, epoch: int, order: list[Task], active: set[str], optimum: dict[str, float],
-               on_step: Callable[[dict], None] | None) -> dict[str, float]:
-    """One pass over ``order`` (the tasks of the ``active`` families); returns each family's summed loss."""
+               on_step: Callable[[dict], None] | None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """One pass over ``order`` (the tasks of the ``active`` families); returns each family's summed
+    loss and its tasks' KL(q ‖ w) values."""
     fam_loss = {f: 0.0 for f in active}
+    fam_kl: dict[str, list[float]] = {f: [] for f in active}
     for begin in range(0, len(order), run.per_step):
         group = order[begin: begin + run.per_step]
         stats = _run_step(run, group)
         for j, t in enumerate(group):
-            value, kl = float(stats[j, 0]), float(stats[j, 1])
+            value, kl, shape_kl = (float(x) for x in stats[j])
             fam_loss[t.family] += value
+            fam_kl[t.family].append(shape_kl)
             run.history.append({"step": run.step, "epoch": epoch, "task": t.id, "loss": value,
-                                "optimal": optimum[t.id],
+                                "optimal": optimum[t.id], "kl": shape_kl,
                                 **({"preserve_kl": kl} if run.anchors and not math.isnan(kl) else {})})
             if on_step:
-                on_step({"step": run.step, "epoch": epoch, "task": t.id, "loss": value, "steps_in_epoch": len(order)})
-    return fam_loss
+                on_step({"step": run.step, "epoch": epoch, "task": t.id, "loss": value, "kl": shape_kl,
+                         "steps_in_epoch": len(order)})
+    return fam_loss, fam_kl
 
 
 def _end_epoch(config: TrainConfig, epoch: int, tasks: list[Task], order: list[Task], optimum: dict[str, float],
-               fam_loss: dict[str, float], active: set[str]) -> dict:
-    """The epoch's record; stops (removes from ``active``) every family that is done."""
+               fam_loss: dict[str, float], fam_kl: dict[str, list[float]], active: set[str]) -> dict:
+    """The epoch's record; stops (removes from ``active``) every family that is done: with
+    ``stop_kl``, all of them once every family's mean KL is at most ``stop_kl``."""
     record = {"epoch": epoch, "families": {}}
+    mean_kl = {fam: sum(values) / len(values) for fam, values in fam_kl.items() if values}
+    all_there = config.stop_kl is not None and all(kl <= config.stop_kl for kl in mean_kl.values())
     for fam in sorted(fam_loss):
         opt = sum(optimum[t.id] for t in tasks if t.family == fam)
         slack = config.gamma if fam in config.open_families else config.tol
-        done = family_done(fam_loss[fam], opt, sum(t.family == fam for t in order), slack)
-        record["families"][fam] = {"loss": fam_loss[fam], "optimal": opt, "stopped": done}
+        if config.stop_kl is None:
+            done = family_done(fam_loss[fam], opt, sum(t.family == fam for t in order), slack)
+        else:
+            done = all_there
+        record["families"][fam] = {"loss": fam_loss[fam], "optimal": opt, "kl": mean_kl.get(fam),
+                                   "stopped": done}
         if done:
             active.discard(fam)
     record["loss"] = sum(fam_loss.values())
     record["optimal"] = sum(optimum[t.id] for t in order)
-    log.info("epoch %d: loss %.3f (optimum %.3f), families still training: %d",
-             epoch, record["loss"], record["optimal"], len(active))
+    log.info("epoch %d: loss %.3f (optimum %.3f), families still training: %d; mean KL %s",
+             epoch, record["loss"], record["optimal"], len(active),
+             ", ".join(f"{fam} {kl:.3f}" for fam, kl in sorted(mean_kl.items())))
     return record
 
 
@@ -286,8 +270,8 @@ def _train_epochs(run: _Run, tasks: list[Task], optimum: dict[str, float],
     for epoch in range(1, run.config.epochs + 1):
         order = [t for t in tasks if t.family in active]
         run.rng.shuffle(order)  # the same order on every process (same seed)
-        fam_loss = _run_epoch(run, epoch, order, active, optimum, on_step)
-        epochs.append(_end_epoch(run.config, epoch, tasks, order, optimum, fam_loss, active))
+        fam_loss, fam_kl = _run_epoch(run, epoch, order, active, optimum, on_step)
+        epochs.append(_end_epoch(run.config, epoch, tasks, order, optimum, fam_loss, fam_kl, active))
         if not active:
             break
     return epochs, not active
@@ -334,7 +318,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> Path:
 
 
 def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], None] | None = None,
-          on_start: Callable[[dict], None] | None = None, overwrite: bool = False) -> TrainResult:
+          on_start: Callable[[dict], None] | None = None, overwrite: bool = False,
+          recipe: Recipe | None = None) -> TrainResult:
     """Train a diffuse LoRA adapter and save it.
 
     Args:
@@ -348,6 +333,8 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
         overwrite: Replace an adapter already in ``out_dir`` (refused otherwise).
         on_start: Called once before the model loads, with ``epochs``, ``tasks``
             (per epoch), ``total_tasks`` and ``total_steps`` (without early stopping).
+        recipe: The config's recipe, already loaded (e.g. with command-line
+            overrides or trusted paths); None loads ``config.recipe``.
 
     Returns:
         Where the adapter is, the epochs run, the last epoch's loss, the optimum
@@ -358,13 +345,14 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
         ConfigError: The tasks, the recipe, the preserve file or the adapter
             to start from cannot be used.
     """
-    recipe = None
-    if config.recipe is not None:
+    if recipe is None and config.recipe is not None:
         from synthgen.recipe import load_recipe
 
         recipe = load_recipe(config.recipe)
     unique_tasks = config_tasks(config, recipe)
-    tasks = balanced(unique_tasks) if config.balance_families else unique_tasks
+    tasks = unique_tasks
+    if config.balance_families or config.family_min_tasks is not None:
+        tasks = balanced(unique_tasks, None if config.balance_families else config.family_min_tasks)
     preserve_prompts = read_prompts(config.preserve, config.source) if config.preserve else []
     out_dir = _check_out_dir(Path(out_dir), overwrite)
     if config.device.startswith("cuda") and not torch.cuda.is_available():

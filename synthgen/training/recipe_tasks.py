@@ -49,9 +49,11 @@ class RecipeTasks:
     open_families: list[str] = field(default_factory=list)  # open fields trained on their seeds
 
 
-def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0) -> RecipeTasks:
+def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0,
+                      every_condition: bool = False) -> RecipeTasks:
     """Tasks for every closed-set field of ``recipe`` (see the module docstring), and the
-    fields that get none with the reason."""
+    fields that get none with the reason. With ``every_condition``, a conditional field
+    also gets a task for every reachable condition (:func:`condition_records`)."""
     rng = np.random.default_rng(seed)
     tasks: list[Task] = []
     open_families: list[str] = []
@@ -89,11 +91,33 @@ def tasks_from_recipe(recipe: Recipe, prompts_per_field: int = 8, seed: int = 0)
                 prompts.append(item)
             if len(prompts) == prompts_per_field:
                 break
+        if every_condition and spec.is_conditional:
+            seen = set(prompts)
+            for record in condition_records(recipe, name, upstream, rng):
+                item = (spec.template.render(record), *spec.options_for(record))
+                if item not in seen:
+                    seen.add(item)
+                    prompts.append(item)
         for i, (prompt, targets, weights) in enumerate(prompts):
             tasks.append(Task(id=f"{recipe.name}.{name}.{i}", family=name, prompt=prompt,
                               targets=targets, weights=weights or ()))
         log.info("recipe field %s: %d prompts x %d targets", name, len(prompts), len(values))
     return RecipeTasks(tasks, skipped, open_families)
+
+
+def condition_records(recipe: Recipe, name: str, upstream: list[str], rng: np.random.Generator) -> list[dict]:
+    """One record of upstream values per reachable condition of a conditional field: its
+    option parents set to the condition's values, the other upstream fields drawn as the
+    recipe draws them (after the parents they read)."""
+    spec = recipe.fields[name]
+    records = []
+    for key in spec.option_sets:
+        forced = dict(zip(spec.option_parents, key))
+        record: dict = {}
+        for dep in upstream:
+            record[dep] = forced[dep] if dep in forced else recipe.fields[dep].draw(rng, record)
+        records.append(record)
+    return records
 
 
 def open_field_tasks(recipe: Recipe, name: str, upstream: list[str], prompts_per_field: int,

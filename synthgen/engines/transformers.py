@@ -170,6 +170,7 @@ class TransformersEngine(Engine):
         for step in range(max_new_tokens):
             picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
                                   temperature, top_p, min_p)
+            self.tokens_generated += len(picked)
             for r, t in zip(alive, picked):
                 if t == self.end_id:
                     done[r] = True
@@ -227,15 +228,40 @@ def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temper
     if min_p:
         probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
     if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # the mass before a token already reaches top_p
-        probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
+        probs = _top_p_filter(probs, top_p)
     cdf = probs.double().cumsum(-1)
     uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     vocab = torch.arange(probs.shape[-1])
     last_kept = torch.where(probs > 0, vocab, 0).max(-1).values  # guards u * total rounding up to total
     return torch.minimum(picked, last_kept).tolist()
+
+
+TOP_P_CANDIDATES = 256  # tokens sorted first by the top-p filter; the whole vocabulary only when they fall short
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero every token whose mass before it (descending, ties by token id) already reaches ``top_p``.
+
+    Exactly the full stable sort's result, cheaper: the tokens above the smallest of the
+    ``TOP_P_CANDIDATES`` largest are the head of that sort, so when their mass reaches
+    ``top_p`` the cut lies among them; rows where it does not are sorted whole.
+    """
+    out = torch.zeros_like(probs)
+    k = min(TOP_P_CANDIDATES, probs.shape[-1])
+    values, index = probs.topk(k, dim=-1)
+    for r in range(probs.shape[0]):
+        head = values[r] > values[r, -1]
+        by_id = index[r][head].argsort()  # ties in id order, as the stable sort has them
+        sorted_p, order = values[r][head][by_id].sort(descending=True, stable=True)
+        sorted_i = index[r][head][by_id][order]
+        mass = sorted_p.cumsum(-1)
+        if k == probs.shape[-1] or not len(mass) or mass[-1] < top_p + 1e-6:  # the cut may lie beyond
+            sorted_p, sorted_i = probs[r].sort(descending=True, stable=True)
+            mass = sorted_p.cumsum(-1)
+        chosen = sorted_i[(mass - sorted_p) < top_p]  # the mass before a token has not reached top_p
+        out[r, chosen] = probs[r, chosen]
+    return out
 
 
 @contextlib.contextmanager

@@ -206,9 +206,13 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
             bars.append(tqdm(total=total, unit="rec", desc="generate", dynamic_ncols=True))
         bars[0].update(done - bars[0].n)
 
+    def on_field(name: str) -> None:
+        if bars:
+            bars[0].set_postfix_str(f"filling {name}")
+
     try:
         with logging_redirect_tqdm():
-            result = run_generate(recipe, out_dir, resume=resume, on_progress=on_progress)
+            result = run_generate(recipe, out_dir, resume=resume, on_progress=on_progress, on_field=on_field)
     finally:
         for bar in bars:
             bar.close()

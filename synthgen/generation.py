@@ -47,7 +47,8 @@ class GenerateResult:
 
 def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None = None, *,
              executor: str | Executor | None = None, resume: bool = False,
-             on_progress: Callable[[int, int], None] | None = None) -> GenerateResult:
+             on_progress: Callable[[int, int], None] | None = None,
+             on_field: Callable[[str], None] | None = None) -> GenerateResult:
     """Generate ``recipe.count`` records into ``out_dir``, deduplicate them and write the report.
 
     Args:
@@ -66,6 +67,7 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
             started with the same recipe file, count, seed, model, adapter,
             engine and executor.
         on_progress: Called as ``on_progress(done, total)`` while records are made.
+        on_field: Called with a field's name as the executor starts filling it (the local executor).
 
     Returns:
         The run directory, the report and the files written: ``records.parquet``,
@@ -83,7 +85,8 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
         log.info("engine: %s  model: %s  adapter: %s  executor: %s", spec.name, spec.model_name,
                  spec.adapter or "none", runner.name)
     start = time.perf_counter()
-    output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress)
+    output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress,
+                        **({"on_field": on_field} if on_field else {}))
     return finish(recipe, out_dir, output, time.perf_counter() - start)
 
 
@@ -139,7 +142,8 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float) -> 
         removed={"invalid": output.invalid, "exact_duplicates": result.exact_duplicates,
                  "near_duplicates": result.near_duplicates},
         field_stats={k: vars(v) for k, v in output.stats.items()},
-        timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
+        timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0,
+                "fields": output.field_timing},
     )
     files = write_outputs(kept, out_dir)
     files += write_report(report, out_dir)

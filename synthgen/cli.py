@@ -211,7 +211,7 @@ def generate(recipe_file, count, seed, out_dir, model, adapter, resume, engine, 
     try:
         with logging_redirect_tqdm():
             result = run_generate(recipe, out_dir, resume=resume, on_progress=_bar(bars, "generate", "rec"),
-                                  tune=tuned, check_collapse=True)
+                                  on_field=_field_note(bars), tune=tuned, check_collapse=True)
     finally:
         for bar in bars:
             bar.close()
@@ -237,6 +237,14 @@ def _bar(bars: list, desc: str, unit: str):
             bars.append(tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True))
         bars[0].update(done - bars[0].n)
     return on_progress
+
+
+def _field_note(bars: list):
+    """A callback naming the field being filled on the bar ``bars`` holds (once it is open)."""
+    def on_field(name: str) -> None:
+        if bars:
+            bars[0].set_postfix_str(f"filling {name}")
+    return on_field
 
 
 def _tune(recipe):

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None] | None
+FieldProgress = Callable[[str], None] | None  # called with a field's name as it starts filling
 
 
 # ---------------------------------------------------------------- engine spec
@@ -121,14 +122,14 @@ class Executor(Protocol):
         ...
 
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
-            on_progress: Progress = None) -> RunOutput:
+            on_progress: Progress = None, on_field: FieldProgress = None) -> RunOutput:
         """Make records ``0 .. recipe.count-1`` and return them merged.
 
         Writes the records as shards into ``shards_dir`` as they are made (the
         format and the resume rule of :mod:`synthgen.shards`); with ``resume``,
         makes only the indices no shard holds yet. ``engine_spec`` is None when
         no field uses the model. ``on_progress(done, total)`` is called as
-        records are finished.
+        records are finished, ``on_field(name)`` (where the executor knows) as a field starts.
         """
         ...
 
@@ -177,22 +178,25 @@ class LocalExecutor:
         """The local executor runs anywhere."""
 
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
-            on_progress: Progress = None) -> RunOutput:
-        """See :meth:`Executor.run`; one shard per batch of ``recipe.batch_size`` pending indices."""
+            on_progress: Progress = None, on_field: FieldProgress = None) -> RunOutput:
+        """See :meth:`Executor.run`; one shard per batch of ``recipe.batch_size`` pending indices,
+        and the per-field timing of the records made here."""
         n = recipe.count
         todo = pending_indices(shards_dir, n, resume)
         done = n - len(todo)
         if on_progress:
             on_progress(done, n)
-        if todo:
-            filler = FieldFiller(self.engine_for(engine_spec) if engine_spec is not None else None)
-            for start in range(0, len(todo), recipe.batch_size):
-                batch = todo[start : start + recipe.batch_size]
-                write_shard(shards_dir, shard_frame(recipe, make_records(recipe, filler, batch)))
-                done += len(batch)
-                if on_progress:
-                    on_progress(done, n)
-        return merge_shards(recipe, shards_dir)
+        filler = FieldFiller(self.engine_for(engine_spec) if engine_spec is not None and todo else None,
+                             on_field=on_field)
+        for start in range(0, len(todo), recipe.batch_size):
+            batch = todo[start : start + recipe.batch_size]
+            write_shard(shards_dir, shard_frame(recipe, make_records(recipe, filler, batch)))
+            done += len(batch)
+            if on_progress:
+                on_progress(done, n)
+        output = merge_shards(recipe, shards_dir)
+        output.field_timing = {name: vars(filler.timing[name]) for name in recipe.order if name in filler.timing}
+        return output
 
 
 # ------------------------------------------------------------------------ ray
@@ -277,8 +281,9 @@ class RayExecutor:
         import_ray()
 
     def run(self, recipe: Recipe, engine_spec: EngineSpec | None, shards_dir: Path, *, resume: bool,
-            on_progress: Progress = None) -> RunOutput:
-        """See :meth:`Executor.run`; one shard per block the dataset streams back."""
+            on_progress: Progress = None, on_field: FieldProgress = None) -> RunOutput:
+        """See :meth:`Executor.run`; one shard per block the dataset streams back (all fields stream
+        at once, so ``on_field`` is not called and no per-field timing is measured)."""
         ray = import_ray()
         n = recipe.count
         todo = pending_indices(shards_dir, n, resume)

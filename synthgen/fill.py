@@ -26,8 +26,9 @@ batch it is made in nor on the other records.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,7 @@ from synthgen.seeding import attempt_seed, record_rng
 if TYPE_CHECKING:
     from synthgen.engines.base import Engine
 
-__all__ = ["FieldFiller", "FieldStats", "FilledRecords", "make_records"]
+__all__ = ["FieldFiller", "FieldStats", "FieldTiming", "FilledRecords", "make_records"]
 
 
 @dataclass
@@ -60,6 +61,24 @@ class FieldStats:
             self.passed[name] = self.passed.get(name, 0) + count
 
 
+@dataclass
+class FieldTiming:
+    """Where a field's time went in one process (``report.json`` ``timing.fields.<name>``):
+    wall seconds, distinct prompts scored and the options forwarded after them, new tokens
+    sampled, samples drawn and how many of them were retries."""
+
+    seconds: float = 0.0
+    prompts_scored: int = 0
+    options_scored: int = 0
+    tokens_generated: int = 0
+    samples: int = 0
+    retries: int = 0
+
+    def add(self, other: FieldTiming) -> None:
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+
 class FieldFiller:
     """Fills one field for a batch of records with one engine (None when no field uses the model).
 
@@ -67,28 +86,66 @@ class FieldFiller:
     conditional field, the record's option set), and column-wise many records
     share a prompt, so distributions are kept in an LRU cache of ``cache_size``
     prompts (0 = score every record, the naive loop); the records are the same
-    either way. ``score_calls`` counts the engine's ``score`` calls.
+    either way. The prompts a batch still needs are scored in one
+    ``engine.score_many`` call (packed into shared forward passes by the local
+    engine). ``score_calls`` counts the prompts scored, ``timing`` holds a
+    :class:`FieldTiming` per field filled, and ``on_field(name)``, when given, is
+    called as each field starts.
     """
 
-    def __init__(self, engine: Engine | None, cache_size: int = 4096):
+    def __init__(self, engine: Engine | None, cache_size: int = 4096,
+                 on_field: Callable[[str], None] | None = None):
         self.engine = engine
         self.cache_size = cache_size
         self._scores: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.score_calls = 0
+        self.timing: dict[str, FieldTiming] = {}
+        self.on_field = on_field
+
+    def _key(self, spec: FieldSpec, prompt: str, options: Sequence[str]) -> tuple:
+        return (spec.name, prompt, tuple(options)) if spec.is_conditional else (spec.name, prompt)
+
+    def distributions(self, spec: FieldSpec, requests: Sequence[tuple[str, Sequence[str]]]) -> list[np.ndarray]:
+        """The model's probabilities of each request's options after its prompt, renormalised over them.
+
+        Prompts not in the cache are scored in one ``score_many`` call (each distinct one once,
+        unless the cache is off)."""
+        keys = [self._key(spec, prompt, options) for prompt, options in requests]
+        known: dict[tuple, np.ndarray] = {}
+        for key in keys:
+            if key in self._scores and key not in known:
+                self._scores.move_to_end(key)
+                known[key] = self._scores[key]
+        if self.cache_size <= 0:  # no cache: every request is scored
+            todo = list(range(len(keys)))
+        else:  # each missing prompt once (its first request)
+            firsts = {key: k for k, key in reversed(list(enumerate(keys))) if key not in known}
+            todo = sorted(firsts.values())
+        fresh: dict[int, np.ndarray] = {}
+        if todo:
+            batch = [(requests[k][0], list(requests[k][1])) for k in todo]
+            score_many = getattr(self.engine, "score_many", None)
+            scores = score_many(batch, use_adapter=spec.use_adapter) if score_many else \
+                [self.engine.score(p, o, use_adapter=spec.use_adapter) for p, o in batch]
+            self.score_calls += len(todo)
+            timing = self.timing.setdefault(spec.name, FieldTiming())
+            timing.prompts_scored += len(todo)
+            timing.options_scored += sum(len(o) for _, o in batch)
+            for k, values in zip(todo, scores):
+                fresh[k] = known[keys[k]] = softmax(values)
+                self._remember(keys[k], fresh[k])
+        return [fresh[k] if k in fresh else known[key] for k, key in enumerate(keys)]
+
+    def _remember(self, key: tuple, probs: np.ndarray) -> None:
+        if self.cache_size > 0:
+            self._scores[key] = probs
+            self._scores.move_to_end(key)
+            if len(self._scores) > self.cache_size:
+                self._scores.popitem(last=False)
 
     def distribution(self, spec: FieldSpec, prompt: str, options: Sequence[str]) -> np.ndarray:
         """The model's probabilities of ``options`` after ``prompt``, renormalised over them."""
-        key = (spec.name, prompt, tuple(options)) if spec.is_conditional else (spec.name, prompt)
-        if key in self._scores:
-            self._scores.move_to_end(key)
-            return self._scores[key]
-        probs = softmax(self.engine.score(prompt, list(options), use_adapter=spec.use_adapter))
-        self.score_calls += 1
-        if self.cache_size > 0:
-            self._scores[key] = probs
-            if len(self._scores) > self.cache_size:
-                self._scores.popitem(last=False)
-        return probs
+        return self.distributions(spec, [(prompt, options)])[0]
 
     def fill(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
              seed: int, failures: dict[str, list[int]] | None = None) -> tuple[list[bool], list[int]]:
@@ -97,16 +154,31 @@ class FieldFiller:
         Returns which records got a valid value and how many samples each one drew. A text field
         with checks sets ``failures[check][k]``: how many of record ``k``'s samples failed that check.
         """
+        if self.on_field:
+            self.on_field(spec.name)
+        start, tokens = time.perf_counter(), self._tokens()
+        ok, drawn = self._fill(spec, records, indices, seed, failures)
+        timing = self.timing.setdefault(spec.name, FieldTiming())
+        timing.add(FieldTiming(seconds=time.perf_counter() - start, tokens_generated=self._tokens() - tokens,
+                               samples=sum(drawn), retries=sum(drawn) - sum(1 for d in drawn if d)))
+        return ok, drawn
+
+    def _tokens(self) -> int:
+        return int(getattr(self.engine, "tokens_generated", 0) or 0)
+
+    def _fill(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
+              seed: int, failures: dict[str, list[int]] | None) -> tuple[list[bool], list[int]]:
         if spec.kind == "sample":
             for rec, index in zip(records, indices):
                 rec[spec.name] = spec.draw(record_rng(seed, index, spec.name), rec)
             return [True] * len(records), [1] * len(records)
         closed = spec.closed_values
         if closed is not None:
-            for rec, index in zip(records, indices):
-                options = spec.options_for(rec)[0] if spec.is_conditional else closed
-                probs = self.distribution(spec, spec.template.render(rec), options)
-                value = options[record_rng(seed, index, spec.name).choice(len(options), p=probs)]
+            sets = [spec.options_for(rec)[0] if spec.is_conditional else closed for rec in records]
+            probs = self.distributions(spec, [(spec.template.render(rec), options)
+                                              for rec, options in zip(records, sets)])
+            for rec, index, options, p in zip(records, indices, sets, probs):
+                value = options[record_rng(seed, index, spec.name).choice(len(options), p=p)]
                 rec[spec.name] = int(value) if spec.kind == "integer" else value
             return [True] * len(records), [1] * len(records)
         return self._sample_and_validate(spec, records, indices, seed, failures)

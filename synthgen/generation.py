@@ -49,7 +49,8 @@ class GenerateResult:
 def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None = None, *,
              executor: str | Executor | None = None, resume: bool = False,
              on_progress: Callable[[int, int], None] | None = None, tune: dict | None = None,
-             check_collapse: bool = False) -> GenerateResult:
+             check_collapse: bool = False,
+             on_field: Callable[[str], None] | None = None) -> GenerateResult:
     """Generate ``recipe.count`` records into ``out_dir``, deduplicate them and write the report.
 
     Args:
@@ -72,6 +73,7 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
             run uses one tuned for it: recorded in ``run.json`` and the report.
         check_collapse: With the local executor, first log a warning per collapsed
             choice/integer field (:func:`synthgen.preview.collapse_check`).
+        on_field: Called with a field's name as the executor starts filling it (the local executor).
 
     Returns:
         The run directory, the report and the files written: ``records.parquet``,
@@ -97,7 +99,8 @@ def generate(recipe: Recipe, out_dir: str | Path, engine_spec: EngineSpec | None
             for dist in collapse_check(recipe, runner.engine_for(spec)):
                 log.warning("%s", dist.warning())
     start = time.perf_counter()
-    output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress)
+    output = runner.run(recipe, spec, shards_dir, resume=resume, on_progress=on_progress,
+                        **({"on_field": on_field} if on_field else {}))
     return finish(recipe, out_dir, output, time.perf_counter() - start, tune)
 
 
@@ -170,7 +173,8 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float,
         removed={"invalid": output.invalid, "exact_duplicates": result.exact_duplicates,
                  "near_duplicates": result.near_duplicates},
         field_stats={k: vars(v) for k, v in output.stats.items()},
-        timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0},
+        timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0,
+                "fields": output.field_timing},
     )
     if tune is not None:
         report["tune"] = tune

@@ -7,10 +7,11 @@ existing dataset is :mod:`synthgen.dataset_report`.
 ``removed`` (``invalid``, ``exact_duplicates``, ``near_duplicates``), ``fields``
 (per field: ``unique``, ``entropy_bits``, ``normalized_entropy``, ``top1_value``,
 ``top1_share``, ``valid_rate``, ...; ``coherence`` for a field with parents) and
-``timing``; these keys are stable. An open field also has ``open``: validity and novelty of its
-values (:func:`synthgen.novelty.open_metrics`). A text field with checks against the record
-(:mod:`synthgen.checks`) also has ``checks``: check name -> pass rate (samples
-that passed it / samples drawn).
+``timing`` (``seconds``, ``records_per_second`` and ``fields``: per field, where this
+process's time went, :class:`synthgen.fill.FieldTiming`); these keys are stable.
+An open field also has ``open``: validity and novelty of its values
+(:func:`synthgen.novelty.open_metrics`). A text field with checks against the
+record (:mod:`synthgen.checks`) also has ``checks``: check name -> pass rate (samples that passed it / samples drawn).
 
 Counting rules: ``unique``, entropies, top values and distances count the
 non-null values of *kept* records only; when a field's option set is known,
@@ -263,7 +264,7 @@ def build_report(
     n_generated: int,
     removed: Mapping[str, int],
     field_stats: Mapping[str, Mapping[str, int]] | None = None,
-    timing: Mapping[str, float] | None = None,
+    timing: Mapping[str, Any] | None = None,
     top_k: int = 10,
 ) -> dict[str, Any]:
     """The ``report.json`` dict for the kept records ``df`` (JSON-safe, nan/inf as None)."""

@@ -27,6 +27,20 @@ def _cell(value: Any, width: int = 40) -> str:
     return s.replace("|", "\\|")
 
 
+def _timing_lines(timing: Mapping[str, Any]) -> list[str]:
+    """The "Time by field" section: one line per field filled in this process."""
+    fields = timing.get("fields") or {}
+    if not fields:
+        return []
+    total = sum(f["seconds"] for f in fields.values()) or 1.0
+    lines = ["", "## Time by field", "", "| field | seconds | share | prompts scored | options scored "
+             "| tokens generated | samples | retries |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {_cell(name)} | {_fmt(f['seconds'], 1)} | {_fmt(f['seconds'] / total, 2)} | {f['prompts_scored']} "
+              f"| {f['options_scored']} | {f['tokens_generated']} | {f['samples']} | {f['retries']} |"
+              for name, f in fields.items()]
+    return lines
+
+
 def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     rm, t = report["removed"], report["timing"]
     lines = [f"# synthgen report{': ' + str(report['recipe']) if report.get('recipe') else ''}", "",
@@ -63,6 +77,7 @@ def _markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
             lines.append(f"| {_cell(name)} | {_fmt(f['distinct_1'])} | {_fmt(f['distinct_2'])} "
                          f"| {_fmt(f['compression_ratio'], 2)} | {_fmt(f['mean_words'], 1)} |")
     lines += _open_lines(report)
+    lines += _timing_lines(t)
     checked = {n: f["checks"] for n, f in report["fields"].items() if f.get("checks")}
     if checked:
         lines += ["", "## Checks against the record", "", "Share of the samples drawn (retries included) "

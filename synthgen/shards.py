@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -70,11 +70,14 @@ def field_dtype(spec: FieldSpec) -> pl.DataType:
 
 @dataclass
 class RunOutput:
-    """What an executor hands back: the valid records in index order, the invalid count, the counters."""
+    """What an executor hands back: the valid records in index order, the invalid count, the counters,
+    and where this process's time went per field (``vars`` of :class:`synthgen.fill.FieldTiming`, in
+    fill order; empty when the executor does not measure it)."""
 
     records: pl.DataFrame
     invalid: int
     stats: dict[str, FieldStats]
+    field_timing: dict[str, dict] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------- run dir

@@ -6,8 +6,9 @@ An :class:`Engine` has two operations:
   a batch of prompts, ``n`` free samples per prompt; with ``prefixes``, each
   reply starts with its prefix and the samples are its continuations;
 * ``score(prompt, options)``: ``log p(option + end-of-turn | prompt)`` for every
-  option of one prompt (the local engine encodes the prompt once and runs the
-  options as short continuations on its KV cache).
+  option of one prompt, and ``score_many(requests)`` for several prompts at once
+  (the local engine forwards each prompt's options as a token trie after it and
+  packs several prompts into one forward pass).
 
 Prompts are user messages: :class:`PromptCodec` wraps them in the model's chat
 template when the tokenizer has one and uses them as plain text otherwise (an
@@ -125,6 +126,12 @@ class Engine(ABC):
     @abstractmethod
     def score(self, prompt: str, options: Sequence[str], use_adapter: bool = True) -> list[float]:
         """Return ``log p(option + end-of-turn | prompt)`` for each option of one prompt."""
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]],
+                   use_adapter: bool = True) -> list[list[float]]:
+        """:meth:`score` for each ``(prompt, options)`` request, in order; an engine that can
+        score several prompts at once overrides this."""
+        return [self.score(prompt, options, use_adapter) for prompt, options in requests]
 
     # -- the shared prompt encoding
     @property

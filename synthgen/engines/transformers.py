@@ -1,7 +1,9 @@
 """The local engine: transformers (+ peft) on CPU or GPU.
 
-``score`` encodes the prompt once and runs the options as short continuations
-on its KV cache (:func:`synthgen.engines.scoring.option_logprobs`);
+``score`` / ``score_many`` forward each prompt's options as a token trie, several
+prompts packed into one forward pass (:mod:`synthgen.engines.trie`; ``scoring="padded"``:
+the prompt once, then the options as padded continuations on its KV cache,
+:func:`synthgen.engines.scoring.option_logprobs`);
 ``generate`` is a decoding loop in which every row draws from its own seeded
 generator, so a prompt's samples do not depend on the rest of the batch. With
 an assistant prefix, the prefix ends the prompt text and the new tokens are
@@ -24,6 +26,7 @@ from synthgen import store
 from synthgen.adapters import resolve_adapter
 from synthgen.engines.base import Engine, PromptCodec, cut_at_stop, prompt_prefixes
 from synthgen.engines.scoring import option_logprobs
+from synthgen.engines.trie import DEFAULT_BUDGET, packed_option_logprobs
 from synthgen.errors import ModelStoreError, SynthgenError
 from synthgen.seeding import derive_seed, prompt_seeds
 
@@ -36,9 +39,11 @@ class TransformersEngine(Engine):
     """Local engine: transformers (+ peft) on CPU or GPU."""
 
     name = "transformers"
+    SCORINGS = ("trie", "padded")
 
     def __init__(self, model, tokenizer, *, model_name: str = "", adapter_name: str | None = None,
-                 chat: bool | None = None, batch_size: int = 32, score_chunk: int = 256):
+                 chat: bool | None = None, batch_size: int = 32, score_chunk: int = 256,
+                 scoring: str = "trie", score_budget: int = DEFAULT_BUDGET):
         self.model = model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -46,7 +51,12 @@ class TransformersEngine(Engine):
         self.model_name = model_name
         self.adapter_name = adapter_name
         self.batch_size = batch_size
-        self.score_chunk = score_chunk
+        self.score_chunk = score_chunk  # options per padded chunk (scoring="padded")
+        if scoring not in self.SCORINGS:
+            raise SynthgenError(f"unknown scoring {scoring!r}; expected one of: {', '.join(self.SCORINGS)}")
+        self.scoring = scoring
+        self.score_budget = score_budget  # tokens per packed row (scoring="trie")
+        self.tokens_generated = 0  # new tokens sampled by generate, all calls together
 
     # -- loading
     @classmethod
@@ -82,17 +92,25 @@ class TransformersEngine(Engine):
             return contextlib.nullcontext()
         return self.model.disable_adapter()
 
-    @torch.inference_mode()
     def score(self, prompt: str, options: Sequence[str], use_adapter: bool = True) -> list[float]:
-        if not options:
-            return []
-        text = self.format_prompt(prompt)
-        prompt_ids = self.encode_prompt(prompt)
-        options_ids = self.encode_options(text, prompt_ids, options)
+        return self.score_many([(prompt, options)], use_adapter)[0]
+
+    @torch.inference_mode()
+    def score_many(self, requests, use_adapter: bool = True) -> list[list[float]]:
+        """:meth:`score` for several ``(prompt, options)`` requests; with ``scoring="trie"`` their
+        tries are packed into shared forward passes."""
+        encoded = []
+        for prompt, options in requests:
+            text = self.format_prompt(prompt)
+            prompt_ids = self.encode_prompt(prompt)
+            encoded.append((prompt_ids, self.encode_options(text, prompt_ids, options) if options else []))
         with self.adapter_scope(use_adapter):
-            values = option_logprobs(self.model, prompt_ids, options_ids, self.score_chunk,
-                                     self.tokenizer.pad_token_id)
-        return values.tolist()
+            if self.scoring == "trie":
+                values = packed_option_logprobs(self.model, encoded, self.score_budget)
+            else:
+                values = [option_logprobs(self.model, p, o, self.score_chunk, self.tokenizer.pad_token_id)
+                          if o else torch.zeros(0) for p, o in encoded]
+        return [v.tolist() for v in values]
 
     # -- sampling
     @torch.inference_mode()
@@ -152,6 +170,7 @@ class TransformersEngine(Engine):
         for step in range(max_new_tokens):
             picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
                                   temperature, top_p, min_p)
+            self.tokens_generated += len(picked)
             for r, t in zip(alive, picked):
                 if t == self.end_id:
                     done[r] = True
@@ -209,15 +228,40 @@ def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temper
     if min_p:
         probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
     if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # the mass before a token already reaches top_p
-        probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
+        probs = _top_p_filter(probs, top_p)
     cdf = probs.double().cumsum(-1)
     uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     vocab = torch.arange(probs.shape[-1])
     last_kept = torch.where(probs > 0, vocab, 0).max(-1).values  # guards u * total rounding up to total
     return torch.minimum(picked, last_kept).tolist()
+
+
+TOP_P_CANDIDATES = 256  # tokens sorted first by the top-p filter; the whole vocabulary only when they fall short
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero every token whose mass before it (descending, ties by token id) already reaches ``top_p``.
+
+    Exactly the full stable sort's result, cheaper: the tokens above the smallest of the
+    ``TOP_P_CANDIDATES`` largest are the head of that sort, so when their mass reaches
+    ``top_p`` the cut lies among them; rows where it does not are sorted whole.
+    """
+    out = torch.zeros_like(probs)
+    k = min(TOP_P_CANDIDATES, probs.shape[-1])
+    values, index = probs.topk(k, dim=-1)
+    for r in range(probs.shape[0]):
+        head = values[r] > values[r, -1]
+        by_id = index[r][head].argsort()  # ties in id order, as the stable sort has them
+        sorted_p, order = values[r][head][by_id].sort(descending=True, stable=True)
+        sorted_i = index[r][head][by_id][order]
+        mass = sorted_p.cumsum(-1)
+        if k == probs.shape[-1] or not len(mass) or mass[-1] < top_p + 1e-6:  # the cut may lie beyond
+            sorted_p, sorted_i = probs[r].sort(descending=True, stable=True)
+            mass = sorted_p.cumsum(-1)
+        chosen = sorted_i[(mass - sorted_p) < top_p]  # the mass before a token has not reached top_p
+        out[r, chosen] = probs[r, chosen]
+    return out
 
 
 @contextlib.contextmanager

@@ -1,0 +1,42 @@
+"""Where a run's time goes: per-field timing in report.json / report.md and the field progress callback."""
+
+from __future__ import annotations
+
+import json
+
+from synthgen.executors import LocalExecutor
+from synthgen.generation import generate
+from synthgen.recipe import load_recipe
+from tests.test_generate import RECIPE
+
+KEYS = {"seconds", "prompts_scored", "options_scored", "tokens_generated", "samples", "retries"}
+
+
+def test_report_says_where_the_time_went_per_field(tmp_path, tiny_engine):
+    path = tmp_path / "people.yaml"
+    path.write_text(RECIPE, encoding="utf-8")
+    recipe = load_recipe(path).with_overrides(count=12)
+    started: list[str] = []
+    result = generate(recipe, tmp_path / "out", executor=LocalExecutor(engine=tiny_engine), on_field=started.append)
+    batches = -(-recipe.count // recipe.batch_size)
+    assert started == list(recipe.order) * batches
+    timing = json.loads((tmp_path / "out" / "report.json").read_text())["timing"]
+    fields = timing["fields"]
+    assert list(fields) == list(recipe.order) and all(set(f) == KEYS for f in fields.values())
+    assert 0 < sum(f["seconds"] for f in fields.values()) <= timing["seconds"]
+    # one prompt per distinct colour for the name; one per distinct name for the age
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert fields["color"]["prompts_scored"] == fields["color"]["tokens_generated"] == 0
+    assert 0 < fields["name"]["prompts_scored"] <= 3
+    assert fields["name"]["options_scored"] == 8 * fields["name"]["prompts_scored"]
+    assert len({r["name"] for r in records}) <= fields["age"]["prompts_scored"]
+    assert fields["age"]["options_scored"] == 43 * fields["age"]["prompts_scored"]
+    bio = fields["bio"]
+    assert bio["prompts_scored"] == 0 and bio["tokens_generated"] >= bio["samples"]
+    assert bio["samples"] - bio["retries"] == recipe.count  # every record reaches the text field once
+    assert all(fields[name]["samples"] == recipe.count and fields[name]["retries"] == 0
+               for name in ("color", "name", "age"))
+    assert result.report["timing"]["fields"] == fields
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Time by field" in report_md
+    assert all(f"| {name} | " in report_md.split("## Time by field")[1] for name in recipe.order)

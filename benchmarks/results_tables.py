@@ -62,7 +62,11 @@ NOTES = {
         "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
         "an upper bound, not an idle-machine figure."],
     "model_scale.json": ["Written stage by stage by `benchmarks/model_scale.py`; the command, code and date of "
-                         "each stage are listed below the tables."],
+                         "each stage are listed below the tables.",
+                         "Measured on 2 cores shared with other jobs (load average 10–19): valid mass, entropy, "
+                         "check pass rates and answer shares do not depend on the load; times are upper bounds. "
+                         "The audit of `qwen2.5-coder-0.5b` covers the held-out families only (the full-suite "
+                         "audit was stopped unfinished)."],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],

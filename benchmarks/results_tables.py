@@ -62,7 +62,11 @@ NOTES = {
         "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
         "an upper bound, not an idle-machine figure."],
     "model_scale.json": ["Written stage by stage by `benchmarks/model_scale.py`; the command, code and date of "
-                         "each stage are listed below the tables."],
+                         "each stage are listed below the tables.",
+                         "Measured on 2 cores shared with other jobs (load average 10–19): valid mass, entropy, "
+                         "check pass rates and answer shares do not depend on the load; times are upper bounds. "
+                         "The audit of `qwen2.5-coder-0.5b` covers the held-out families only (the full-suite "
+                         "audit was stopped unfinished)."],
     "tune_support_tickets.json": [
         "Measured under heavy load: the load average was 13 to 19 on the 2 cores while other jobs ran; the run was "
         "niced, with one torch thread, and its tuning took 11.6 min of CPU time for 1700 s of wall time. The "

@@ -135,7 +135,10 @@ def model_scale(data: dict) -> list[str]:
     for section in ("audit", "train", "generate"):
         for key, entry in data.get(section, {}).items():
             block = entry.get("provenance") or {}
-            source = f"; summarises `{entry['summarised_from']}`" if entry.get("summarised_from") else ""
+            source = ""
+            if entry.get("summarised_from"):
+                source = (f"; summarises `{entry['summarised_from']}`, written by "
+                          f"`{entry.get('audit_command') or 'not recorded'}`, kept as `{entry['audit_file']}`")
             lines.append(f"- {section} `{key}`: `{block.get('command', 'not recorded')}` (code "
                          f"{block.get('git_commit') or 'not recorded'}, {block.get('date') or 'no date'}{source}).")
     rule = decision(data)

@@ -183,12 +183,13 @@ def instruction_run(engine, n: int, seed: int) -> dict:
     stats = made.stats
     for name in ("topic", "persona"):
         spec = recipe.fields[name]
-        values = [r[name] for r in made.records]
+        values = [v for v in made.values[name] if v is not None]  # every record that got one, dead later or not
         m = open_metrics(values, spec.open.seeds, None, checks_valid_rate=stats[name].valid / stats[name].drawn)
         lists = len(spec.open.seeds.union)
         m["uniform_over_seeds_unique"] = lists * (1 - (1 - 1 / lists) ** n)
         m["unique_vs_uniform"] = m["unique_valid"] / m["uniform_over_seeds_unique"]
         m["top_values"] = [[v, c] for v, c in Counter(values).most_common(8)]
+        m["records_with_value"] = len(values)
         m["novel_examples"] = [v for v in dict.fromkeys(values) if v not in spec.open.seeds.union][:12]
         out[name] = m
     return out

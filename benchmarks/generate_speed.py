@@ -1,27 +1,25 @@
-"""Generation speed and memory of the biography recipe on the default model.
+"""Generation speed and memory of the shipped biography recipe: today's code path against the previous one.
 
-Both ways make the same records (every record's randomness comes from its own
-seed), so the ratio compares equal work:
+One run of this script makes the same ``--n`` records twice, each in a fresh child
+process (model load excluded from the timed part, peak memory = the child's own
+``VmHWM``), one after the other on the same machine:
 
-* **column-wise** (what ``synthgen generate`` does): records in shards of the
-  recipe's ``batch_size``; each field filled for the whole shard before the
-  next; choice/integer fields scored once per distinct prompt (the scores of a
-  prompt are cached), text fields generated as one batch;
-* **naive loop**: record after record, field after field, one engine call per
-  record per field (``score`` for a choice/integer field, batch-1 ``generate``
-  for the text field, retries included), no cache: what a hand-written loop
-  over the same model does.
+* **new**: option sets scored as token tries, several prompts packed into one
+  forward pass (``scoring="trie"``), top-p over the largest tokens first, text
+  retries in a continuously full decode batch;
+* **old**: the previous path (``scoring="padded"``: the prompt once, the options as
+  right-padded chunks on its expanded KV cache, one prompt at a time; top-p by
+  sorting the whole vocabulary; retries in rounds, ``continuous=False``).
 
-Both run in this process on the same engine, one after the other (side by
-side, so the ratio is robust to a noisy machine). The naive loop runs on the
-first ``--naive`` record indices; its records are compared with the
-column-wise run's records of the same indices (``agreement``: share identical
-in every field; batching changes float rounding in the text decoder, so a
-biography can differ). Peak memory is measured in child processes
-(``ru_maxrss``) for two run sizes, to show it is flat in the number of records
-(shards go to disk).
+Both fill the same fields with the same seeds in fp32, so the choice/integer
+fields must be identical record by record (the biographies may differ where
+float rounding of a different batch picks another token); ``agreement`` also gives, for every
+prompt both runs scored, the KL divergence between the old and the new option
+distribution (the bound is 1e-3). A third child runs the new path on
+``--memory-n`` records, to show that peak memory is flat in the number of records
+(shards go to disk). Per-field timing comes from each run's ``report.json``.
 
-    python benchmarks/generate_speed.py --column 1000 --naive 16 --memory 32,256
+    python benchmarks/generate_speed.py --n 1000 --memory-n 100
 
 writes ``benchmarks/results/generate_speed.json``.
 """
@@ -30,116 +28,146 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from synthgen.engines.transformers import TransformersEngine
-from synthgen.executors import LocalExecutor
-from synthgen.fill import FieldFiller, make_records
-from synthgen.generation import generate
-from synthgen.recipe import load_recipe
-
 try:
-    from benchmarks._common import stamp
+    from benchmarks._common import RESULTS, ROOT, stamp
 except ImportError:  # run as a script (python benchmarks/generate_speed.py): its folder is on sys.path
-    from _common import stamp
+    from _common import RESULTS, ROOT, stamp
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/biography.yaml"
+PATHS = {"new": {}, "old": {"scoring": "padded", "top_p_candidates": 0, "continuous": False}}
+KL_BOUND = 1e-3
 
 
-def naive_loop(recipe, engine, n: int) -> tuple[list[dict], int, float, int]:
-    """Records 0..n-1 one at a time, one engine call per record per field (no score cache).
+class Recording:
+    """An engine that records the log-probabilities of every prompt it scores (the agreement check)."""
 
-    Returns the valid records, the number dropped, the seconds and the engine calls."""
-    filler = FieldFiller(engine, cache_size=0)
-    calls = 0
-    original = engine.generate
+    def __init__(self, engine):
+        self._engine = engine
+        self.scores: list[dict] = []
 
-    def counted(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
 
-    engine.generate = counted
+    def score_many(self, requests, use_adapter=True):
+        values = self._engine.score_many(requests, use_adapter)
+        self.scores += [{"prompt": p, "options": list(o), "logprobs": v} for (p, o), v in zip(requests, values)]
+        return values
+
+
+def child(path: str, n: int, out_dir: Path) -> dict:
+    """Generate ``n`` records on one code path in this process; the seconds exclude the model load."""
+    from synthgen.engines.transformers import TransformersEngine
+    from synthgen.executors import LocalExecutor
+    from synthgen.generation import generate
+    from synthgen.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE).with_overrides(count=n)
+    engine = TransformersEngine.load(recipe.model, adapter=recipe.adapter or "default", device="cpu",
+                                     **PATHS[path])
+    recorder = Recording(engine)
     start = time.perf_counter()
-    try:
-        records, dropped = [], 0
-        for i in range(n):
-            result = make_records(recipe, filler, [i])
-            records += result.records
-            dropped += result.invalid
-    finally:
-        del engine.generate
-    return records, dropped, time.perf_counter() - start, calls + filler.score_calls
+    result = generate(recipe, out_dir, executor=LocalExecutor(engine=recorder))
+    seconds = time.perf_counter() - start
+    (out_dir / "scores.json").write_text(json.dumps(recorder.scores), encoding="utf-8")
+    status = Path("/proc/self/status")
+    hwm = re.search(r"VmHWM:\s+(\d+)", status.read_text()) if status.exists() else None
+    return {"path": path, "records": n, "seconds": seconds, "records_per_second": n / seconds,
+            "kept": result.report["n_kept"], "invalid": result.report["removed"]["invalid"],
+            "peak_rss_mib": int(hwm.group(1)) / 1024 if hwm else None,
+            "fields": result.report["timing"]["fields"], "adapter": engine.adapter_name}
 
 
-def peak_rss_child(n: int) -> float:
-    """Peak RSS (MiB) of a child process running `synthgen generate` for n records.
+def run_child(path: str, n: int, out_dir: Path) -> dict:
+    code = ("import json, sys; from pathlib import Path; from benchmarks.generate_speed import child; "
+            f"print('RESULT', json.dumps(child({path!r}, {n}, Path({str(out_dir)!r}))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(f"the {path} run failed:\n{out.stderr[-3000:]}")
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
 
-    The child reads its own high-water mark (``VmHWM`` in /proc/self/status, kB):
-    ``ru_maxrss`` would not do, since Linux carries it over ``exec`` from the
-    forked copy of this (large) parent process, so every child would report at
-    least the parent's size."""
-    with tempfile.TemporaryDirectory() as tmp:
-        code = (
-            "import re, resource, sys; from pathlib import Path; from synthgen.cli import main; "
-            f"rc = main(['generate', {str(RECIPE)!r}, '-n', '{n}', '-o', {tmp + '/out'!r}]); "
-            "status = Path('/proc/self/status'); "
-            "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None; "
-            "print('PEAK', int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
-            "sys.exit(rc)"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        line = [x for x in out.stdout.splitlines() if x.startswith("PEAK")][0]
-        return int(line.split()[1]) / 1024
+
+def attribute_fields() -> tuple[list[str], list[str]]:
+    """The recipe's choice/integer fields (identical on both paths) and its other model fields."""
+    from synthgen.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE)
+    closed = [f for f in recipe.order
+              if recipe.fields[f].closed_values is not None or recipe.fields[f].kind == "sample"]
+    return closed, [f for f in recipe.order if f not in closed]
+
+
+def compare_records(new_dir: Path, old_dir: Path) -> dict:
+    """Per record index (dead records included), how many records agree in the attribute fields and in all."""
+    import polars as pl
+
+    closed, others = attribute_fields()
+    new, old = (pl.read_parquet(d / "shards" / "*.parquet").sort("_index").to_dicts() for d in (new_dir, old_dir))
+    same_attr = sum(all(a[f] == b[f] for f in closed) for a, b in zip(new, old))
+    same_all = sum(all(a[f] == b[f] for f in closed + others) for a, b in zip(new, old))
+    return {"records": len(new), "identical_attribute_fields": same_attr, "identical_records": same_all,
+            "attribute_fields": closed}
+
+
+def kl_agreement(new_dir: Path, old_dir: Path) -> dict:
+    """KL(old || new) of the renormalised option distribution, per prompt scored by both runs."""
+    def load(d: Path) -> dict:
+        return {(s["prompt"], tuple(s["options"])): s["logprobs"] for s in json.loads((d / "scores.json").read_text())}
+
+    new, old = load(new_dir), load(old_dir)
+    kls = []
+    for key in old.keys() & new.keys():
+        p, q = _normalised(old[key]), _normalised(new[key])
+        kls.append(sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0))
+    kls = [max(k, 0.0) for k in kls]  # rounding can make a KL of equal distributions a hair negative
+    return {"prompts_compared": len(kls), "prompts_only_in_one_run": len(old.keys() ^ new.keys()),
+            "max_kl": max(kls, default=None), "mean_kl": sum(kls) / len(kls) if kls else None,
+            "prompts_above_bound": sum(k > KL_BOUND for k in kls), "bound": KL_BOUND}
+
+
+def _normalised(logprobs: list[float]) -> list[float]:
+    top = max(logprobs)
+    weights = [math.exp(v - top) for v in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--column", type=int, default=1000, help="records for the column-wise run")
-    parser.add_argument("--naive", type=int, default=16, help="records for the naive loop")
-    parser.add_argument("--memory", default="32,256", help="run sizes for the peak-memory check ('' to skip)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/generate_speed.json"))
+    parser.add_argument("--n", type=int, default=1000, help="records per code path")
+    parser.add_argument("--memory-n", type=int, default=100,
+                        help="records of the extra new-path run for the memory check (0 to skip)")
+    parser.add_argument("--out", default=str(RESULTS / "generate_speed.json"))
     args = parser.parse_args(argv)
-    recipe = load_recipe(RECIPE)
-    engine = TransformersEngine.load(recipe.model, adapter="default", device="cpu")
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        res = generate(recipe.with_overrides(count=args.column), Path(tmp) / "col", executor=LocalExecutor(engine))
-        col_s = time.perf_counter() - start
-        col_records = [json.loads(line) for line in (Path(tmp) / "col" / "records.jsonl").read_text().splitlines()]
-    col_rate = res.report["n_generated"] / col_s
-    naive_records, naive_dropped, naive_s, calls = naive_loop(recipe, engine, args.naive)
-    naive_rate = args.naive / naive_s
-    fields = list(recipe.order)
-    column_set = {json.dumps({f: r.get(f) for f in fields}, sort_keys=True) for r in col_records}
-    same = sum(json.dumps({f: r.get(f) for f in fields}, sort_keys=True) in column_set for r in naive_records)
-    attrs = [f for f in fields if recipe.fields[f].kind != "text"]
-    column_attrs = {json.dumps({f: r.get(f) for f in attrs}, sort_keys=True) for r in col_records}
-    same_attrs = sum(json.dumps({f: r.get(f) for f in attrs}, sort_keys=True) in column_attrs for r in naive_records)
-    memory = {n: peak_rss_child(n) for n in map(int, filter(None, args.memory.split(",")))}
+        for path in PATHS:
+            runs[path] = run_child(path, args.n, Path(tmp) / path)
+        records = compare_records(Path(tmp) / "new", Path(tmp) / "old")
+        kl = kl_agreement(Path(tmp) / "new", Path(tmp) / "old")
+        if args.memory_n:
+            runs["new_small"] = run_child("new", args.memory_n, Path(tmp) / "new_small")
+    memory = {str(run["records"]): run["peak_rss_mib"] for key, run in runs.items() if key.startswith("new")}
     result = stamp({
-        "load_average_at_end": os.getloadavg()[0],
-        "adapter": engine.adapter_name,
-        "column_wise": {"records": args.column, "generated": res.report["n_generated"],
-                        "kept": res.report["n_kept"], "batch_size": recipe.batch_size, "seconds": col_s,
-                        "records_per_second": col_rate},
-        "naive_loop": {"records": args.naive, "valid": len(naive_records), "dropped": naive_dropped,
-                       "engine_calls": calls, "seconds": naive_s, "records_per_second": naive_rate},
-        "speedup": col_rate / naive_rate,
-        "agreement": {"identical_records": same, "identical_attributes": same_attrs, "of": len(naive_records)},
+        "recipe": RECIPE.relative_to(ROOT).as_posix(), "n": args.n,
+        "load_average_at_end": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "paths": runs,
+        "speedup": runs["new"]["records_per_second"] / runs["old"]["records_per_second"],
+        "agreement": {**records, **kl},
         "peak_rss_mib_by_records": memory,
-        "this_process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }, adapters={"adapter": engine.adapter_name}, args=argv)
-    print(json.dumps(result, indent=2))
+    }, adapters={"adapter": runs["new"]["adapter"]}, args=argv)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("provenance", "paths")}, indent=2))
     return 0
 
 

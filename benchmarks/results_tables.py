@@ -55,7 +55,6 @@ NOTES = {
     "biography_compare_recipe_tuned.json": [
         "The base run resumed a finished run directory, so its run time is not a generation time."],
     "biography_diversity.json": [BEFORE_RETRAIN + " It is method (e).", FLAT],
-    "generate_speed.json": [BEFORE_RETRAIN],
     "generate_memory.json": [BEFORE_RETRAIN],
     "unique_ceiling.json": [BEFORE_RETRAIN + " It is the `default` column.", FLAT],
     "preview_speed.json": [
@@ -90,6 +89,11 @@ def num(x, digits: int = 3) -> str:
     if x is None:
         return "–"
     return f"{0.0 if round(x, digits) == 0 else x:.{digits}f}"  # no "-0.00"
+
+
+def sci(x) -> str:
+    """A small number in scientific notation, or – for a missing one."""
+    return "–" if x is None else f"{x:.1e}"
 
 
 def pct(x, digits: int = 0) -> str:
@@ -409,7 +413,42 @@ def train_speed(data: dict) -> list[str]:
     return lines
 
 
+def load_caveat(data: dict) -> str:
+    """" (measured under load: ...)" when the machine's load average exceeded its CPUs, else ""."""
+    load, cpus = data.get("load_average_at_end"), data.get("cpus")
+    if load is None or cpus is None or load <= cpus:
+        return ""
+    return f" (measured under load: load average {load:.1f} on {cpus} CPUs at the end; an upper bound)"
+
+
+def generate_paths(data: dict) -> list[str]:
+    """The new-vs-old benchmark (``paths``): records/s per code path, time per field, agreement, memory."""
+    runs, agree = data["paths"], data["agreement"]
+    new, old = runs["new"], runs["old"]
+    lines = [f"Recipe `{data['recipe']}`, {data['n']} records per code path, each in a fresh process (model load "
+             "excluded), one after the other{caveat}. New: option sets scored as token tries packed into shared "
+             "forward passes, text retries in a continuously full decode batch; old: padded option chunks on an "
+             "expanded KV cache one prompt at a time, retries in rounds.".replace("{caveat}", load_caveat(data)), ""]
+    lines += table(["path", "records", "kept", "invalid", "seconds", "records/s", "peak memory"],
+                   [[name, r["records"], r["kept"], r["invalid"], f"{r['seconds']:.0f}",
+                     f"{r['records_per_second']:.3f}", f"{r['peak_rss_mib']:.0f} MiB"] for name, r in runs.items()])
+    lines += ["", f"Speed-up {data['speedup']:.2f}×. Identical choice/integer fields in "
+              f"{agree['identical_attribute_fields']} of {agree['records']} records "
+              f"({agree['identical_records']} identical in every field); option distributions of the "
+              f"{agree['prompts_compared']} prompts both paths scored: max KL {sci(agree['max_kl'])} "
+              f"(bound {agree['bound']:g}, {agree['prompts_above_bound']} above).", "",
+              "Seconds per field (new → old), with the prompts scored and tokens generated on the new path:", ""]
+    lines += table(["field", "new s", "old s", "prompts scored", "options scored", "tokens generated", "samples",
+                    "retries"],
+                   [[name, f"{f['seconds']:.1f}", f"{old['fields'][name]['seconds']:.1f}", f["prompts_scored"],
+                     f["options_scored"], f["tokens_generated"], f["samples"], f["retries"]]
+                    for name, f in new["fields"].items()])
+    return lines
+
+
 def generate_speed(data: dict) -> list[str]:
+    if "paths" in data:
+        return generate_paths(data)
     col, naive, agree = data["column_wise"], data["naive_loop"], data["agreement"]
     lines = [f"Biography recipe with {adapter_label(data.get('adapter'))}, biography text included. Column-wise "
              "(what `synthgen generate` does: each field filled for a shard of records, each distinct prompt "
@@ -565,7 +604,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
     ("Speed and memory", [
         ("engine.json", "Engine: shared-prefix scoring and batched generation", engine),
         ("train_speed.json", "Training: shared-prompt loss", train_speed),
-        ("generate_speed.json", "Generation: column-wise against a naive loop", generate_speed),
+        ("generate_speed.json", "Generation speed: today's code path against the previous one", generate_speed),
         ("generate_memory.json", "Generation: peak memory", generate_speed),
         ("executor_speed.json", "Local against Ray executor (tiny model)", executor_speed),
         ("gpu_check.json", "GPU check: vLLM against transformers", gpu_check),
@@ -643,6 +682,13 @@ def render_headlines() -> str:
                    + link.format("audit_smollm2-135m.json") + ").")
     if (RESULTS / "generate_speed.json").is_file():
         d = load("generate_speed.json")
+        if "paths" in d:
+            new = d["paths"]["new"]
+            out.append(f"- **Speed (biography recipe):** {new['records']} biographies at "
+                       f"{new['records_per_second']:.2f} records/s on {d['cpus']} CPU cores, "
+                       f"{d['speedup']:.1f}× the previous code path{load_caveat(d)} ("
+                       + link.format("generate_speed.json") + ").")
+            return "\n".join(out)
         col, naive = d["column_wise"], d["naive_loop"]
         out.append(f"- **Speed (flat-list recipe):** {col['records']} biographies at "
                    f"{col['records_per_second']:.2f} records/s "

@@ -30,17 +30,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synthgen.diversity import softmax
+from synthgen.engines.base import Engine
 from synthgen.fields import FieldSpec
 from synthgen.recipe import Recipe
 from synthgen.seeding import attempt_seed, record_rng
-
-if TYPE_CHECKING:
-    from synthgen.engines.base import Engine
 
 __all__ = ["FieldFiller", "FieldStats", "FieldTiming", "FilledRecords", "make_records"]
 
@@ -186,38 +183,33 @@ class FieldFiller:
     def _sample_and_validate(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
                              seed: int, failures: dict[str, list[int]] | None = None) -> tuple[list[bool], list[int]]:
         """Sample a reply per record, keep the valid ones, and retry the rest up to ``spec.retries`` times."""
-        pending = list(range(len(records)))
         ok, drawn = [False] * len(records), [0] * len(records)
         fails = {name: [0] * len(records) for name in (spec.checks.names if spec.checks else ())}
         if failures is not None:
             failures.update(fails)
-        for attempt in range(spec.retries + 1):
-            if not pending:
-                break
-            prompts = [spec.template.render(records[i]) for i in pending]
-            seeds = [attempt_seed(seed, indices[i], spec.name, attempt) for i in pending]
-            prefixes = [spec.reply_prefix.render(records[i]) for i in pending] if spec.reply_prefix else None
-            outs = self.engine.generate(prompts, n=1, temperature=spec.temperature, top_p=spec.top_p,
-                                        max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
-                                        seed=seeds, use_adapter=spec.use_adapter,
-                                        **({"prefixes": prefixes} if prefixes else {}),
-                                        **({"min_p": spec.min_p} if spec.min_p else {}))
-            still = []
-            for k, (i, (text,)) in enumerate(zip(pending, outs)):
-                continued = not prefixes or bool(text.strip())  # a prefix alone is no reply
-                text = prefixes[k] + text if prefixes and continued else text
-                text = " ".join(text.split()) if spec.kind == "text" else text
-                value = spec.parse_value(text) if continued else None
-                drawn[i] += 1
-                for name in spec.checks.failed(text, records[i]) if spec.checks else ():
-                    fails[name][i] += 1
-                    value = None
-                if value is None:
-                    still.append(i)
-                else:
-                    records[i][spec.name] = value
-                    ok[i] = True
-            pending = still
+        prefixes = [spec.reply_prefix.render(rec) for rec in records] if spec.reply_prefix else None
+
+        def accept(i: int, text: str) -> bool:
+            continued = not prefixes or bool(text.strip())  # a prefix alone is no reply
+            text = prefixes[i] + text if prefixes and continued else text
+            text = " ".join(text.split()) if spec.kind == "text" else text
+            value = spec.parse_value(text) if continued else None
+            drawn[i] += 1
+            for name in spec.checks.failed(text, records[i]) if spec.checks else ():
+                fails[name][i] += 1
+                value = None
+            if value is not None:
+                records[i][spec.name] = value
+                ok[i] = True
+            return value is not None
+
+        run = getattr(self.engine, "generate_with_retries", None) or \
+            (lambda *a, **k: Engine.generate_with_retries(self.engine, *a, **k))
+        run([spec.template.render(rec) for rec in records],
+            lambda i, attempt: attempt_seed(seed, indices[i], spec.name, attempt), accept, spec.retries + 1,
+            prefixes=prefixes, temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_tokens,
+            stop=list(spec.stop) or None, use_adapter=spec.use_adapter,
+            **({"min_p": spec.min_p} if spec.min_p else {}))
         return ok, drawn
 
 

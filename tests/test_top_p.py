@@ -24,4 +24,5 @@ def test_fast_top_p_equals_the_full_sort(vocab, scale, ties):
     for top_p in (0.3, 0.9, 0.999):
         expected = full_sort_filter(probs, top_p)
         assert torch.equal(_top_p_filter(probs, top_p), expected)
+        assert torch.equal(_top_p_filter(probs, top_p, candidates=0), expected)  # the whole-vocabulary sort
         assert (expected > 0).any(dim=-1).all()

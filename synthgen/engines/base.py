@@ -133,6 +133,27 @@ class Engine(ABC):
         score several prompts at once overrides this."""
         return [self.score(prompt, options, use_adapter) for prompt, options in requests]
 
+    def generate_with_retries(self, prompts: Sequence[str], seed_of, accept, attempts: int, *,
+                              prefixes: Sequence[str | None] | None = None, temperature: float = 1.0,
+                              top_p: float = 1.0, min_p: float | None = None, max_new_tokens: int = 64,
+                              stop: Sequence[str] | None = None, use_adapter: bool = True) -> None:
+        """Sample a reply per prompt until ``accept(k, text)`` keeps it, at most ``attempts`` times.
+
+        Attempt ``a`` of prompt ``k`` samples as ``generate`` would with seed ``seed_of(k, a)``.
+        This default runs the attempts in rounds (one ``generate`` call per round, over the prompts
+        still rejected); an engine may interleave them (the local engine keeps its batch full).
+        """
+        pending = list(range(len(prompts)))
+        prefixes = prompt_prefixes(prefixes, len(prompts))
+        for attempt in range(attempts):
+            if not pending:
+                break
+            extra = {"prefixes": [prefixes[k] for k in pending]} if any(prefixes) else {}
+            outs = self.generate([prompts[k] for k in pending], n=1, temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, stop=stop, min_p=min_p, use_adapter=use_adapter,
+                                 seed=[seed_of(k, attempt) for k in pending], **extra)
+            pending = [k for k, (text,) in zip(pending, outs) if not accept(k, text)]
+
     # -- the shared prompt encoding
     @property
     def tokenizer(self):

@@ -25,6 +25,7 @@ import torch
 from synthgen import store
 from synthgen.adapters import resolve_adapter
 from synthgen.engines.base import Engine, PromptCodec, cut_at_stop, prompt_prefixes
+from synthgen.engines.batching import RetryingDecoder
 from synthgen.engines.scoring import option_logprobs
 from synthgen.engines.trie import DEFAULT_BUDGET, packed_option_logprobs
 from synthgen.errors import ModelStoreError, SynthgenError
@@ -33,6 +34,7 @@ from synthgen.seeding import derive_seed, prompt_seeds
 log = logging.getLogger(__name__)
 
 CONTEXT_TOKENS = 4  # prompt tokens decoded before a prefixed continuation (then cut off)
+TOP_P_CANDIDATES = 256  # tokens sorted first by the top-p filter; the whole vocabulary only when they fall short
 
 
 class TransformersEngine(Engine):
@@ -43,7 +45,8 @@ class TransformersEngine(Engine):
 
     def __init__(self, model, tokenizer, *, model_name: str = "", adapter_name: str | None = None,
                  chat: bool | None = None, batch_size: int = 32, score_chunk: int = 256,
-                 scoring: str = "trie", score_budget: int = DEFAULT_BUDGET):
+                 scoring: str = "trie", score_budget: int = DEFAULT_BUDGET,
+                 top_p_candidates: int | None = None, continuous: bool = True):
         self.model = model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -57,6 +60,10 @@ class TransformersEngine(Engine):
         self.scoring = scoring
         self.score_budget = score_budget  # tokens per packed row (scoring="trie")
         self.tokens_generated = 0  # new tokens sampled by generate, all calls together
+        # tokens the top-p filter sorts first (0: sort the whole vocabulary, the slower way to the same result)
+        self.top_p_candidates = TOP_P_CANDIDATES if top_p_candidates is None else top_p_candidates
+        self.continuous = continuous  # retries join a continuously full decode batch (else: rounds)
+        self.context_tokens = CONTEXT_TOKENS
 
     # -- loading
     @classmethod
@@ -143,6 +150,29 @@ class TransformersEngine(Engine):
         outputs = [cut_at_stop(o, stop) for o in outputs]
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
+    @torch.inference_mode()
+    def generate_with_retries(self, prompts, seed_of, accept, attempts, *, prefixes=None, temperature=1.0,
+                              top_p=1.0, min_p=None, max_new_tokens=64, stop=None, use_adapter=True) -> None:
+        """See :meth:`Engine.generate_with_retries`; with ``continuous`` (the default) a finished row
+        leaves the decode batch at once and waiting prompts and retries take its place
+        (:class:`synthgen.engines.batching.RetryingDecoder`)."""
+        if not self.continuous or max_new_tokens <= 0:
+            return super().generate_with_retries(prompts, seed_of, accept, attempts, prefixes=prefixes,
+                                                 temperature=temperature, top_p=top_p, min_p=min_p,
+                                                 max_new_tokens=max_new_tokens, stop=stop, use_adapter=use_adapter)
+        prefixes = prompt_prefixes(prefixes, len(prompts))
+        texts = [self.format_prompt(p, x) for p, x in zip(prompts, prefixes)]
+        sampling = {"temperature": temperature, "top_p": top_p, "min_p": min_p, "max_new_tokens": max_new_tokens,
+                    "stop": list(stop or ())}
+        with self.adapter_scope(use_adapter):
+            RetryingDecoder(self, texts, [bool(x) for x in prefixes], seed_of, accept, attempts, sampling).run()
+
+    def pick_tokens(self, logits, generators, temperature, top_p, min_p) -> list[int]:
+        return _pick_tokens(logits, generators, temperature, top_p, min_p, self.top_p_candidates)
+
+    def decode(self, new: list[int], context: list[int] | None) -> str:
+        return self._decode(new, context)
+
     def _sample_batch(self, texts, seeds, temperature, top_p, min_p, max_new_tokens, stop,
                       prefixed=None) -> list[str]:
         """Decode one left-padded batch; row ``r`` samples with a generator seeded by ``seeds[r]``.
@@ -169,7 +199,7 @@ class TransformersEngine(Engine):
         alive = list(range(rows))
         for step in range(max_new_tokens):
             picked = _pick_tokens(out.logits[:, -1].float().cpu(), [generators[r] for r in alive],
-                                  temperature, top_p, min_p)
+                                  temperature, top_p, min_p, self.top_p_candidates)
             self.tokens_generated += len(picked)
             for r, t in zip(alive, picked):
                 if t == self.end_id:
@@ -216,7 +246,7 @@ def _select_cache_rows(cache, index: torch.Tensor) -> None:
 
 
 def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float,
-                 top_p: float, min_p: float | None) -> list[int]:
+                 top_p: float, min_p: float | None, top_p_candidates: int = TOP_P_CANDIDATES) -> list[int]:
     """The next token of each row of ``logits`` (one generator per row): greedy at temperature 0,
     else sampled after temperature, min-p and top-p filtering by inverse CDF with one uniform
     from the row's generator."""
@@ -228,7 +258,7 @@ def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temper
     if min_p:
         probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
     if top_p < 1.0:
-        probs = _top_p_filter(probs, top_p)
+        probs = _top_p_filter(probs, top_p, top_p_candidates)
     cdf = probs.double().cumsum(-1)
     uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
@@ -237,18 +267,15 @@ def _pick_tokens(logits: torch.Tensor, generators: list[torch.Generator], temper
     return torch.minimum(picked, last_kept).tolist()
 
 
-TOP_P_CANDIDATES = 256  # tokens sorted first by the top-p filter; the whole vocabulary only when they fall short
-
-
-def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+def _top_p_filter(probs: torch.Tensor, top_p: float, candidates: int = TOP_P_CANDIDATES) -> torch.Tensor:
     """Zero every token whose mass before it (descending, ties by token id) already reaches ``top_p``.
 
     Exactly the full stable sort's result, cheaper: the tokens above the smallest of the
-    ``TOP_P_CANDIDATES`` largest are the head of that sort, so when their mass reaches
-    ``top_p`` the cut lies among them; rows where it does not are sorted whole.
+    ``candidates`` largest are the head of that sort, so when their mass reaches
+    ``top_p`` the cut lies among them; rows where it does not (or ``candidates=0``) are sorted whole.
     """
     out = torch.zeros_like(probs)
-    k = min(TOP_P_CANDIDATES, probs.shape[-1])
+    k = min(candidates, probs.shape[-1]) or probs.shape[-1]
     values, index = probs.topk(k, dim=-1)
     for r in range(probs.shape[0]):
         head = values[r] > values[r, -1]

@@ -1,0 +1,156 @@
+"""Continuous batching for sampling with retries: the decode batch is kept full.
+
+A text field samples a reply per record, validates it and retries the failures.
+Done in rounds, each retry round is a whole decode over a handful of rows (and
+every round ends with its longest row decoding alone), so most of the model's
+weight reads serve few rows. Here a finished row leaves the batch at once, its
+retry (if its reply was rejected) joins the queue, and queued prompts are
+prefilled and join the running batch whenever a quarter of its slots are free:
+their KV caches are left-padded to the batch's width (or the batch's to theirs)
+and concatenated, and columns no row uses any more are trimmed from the left.
+
+Every row samples from its own generator seeded as the rounds would seed it
+(:func:`synthgen.seeding.derive_seed` of the attempt's seed, sample 0), so a
+reply does not depend on which rows share its batch (up to the float rounding
+that left padding can cause).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from synthgen.engines.base import cut_at_stop
+from synthgen.seeding import derive_seed
+
+
+@dataclass
+class Row:
+    job: int
+    attempt: int
+    generator: torch.Generator
+    context: list[int] | None
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """The running rows, their KV cache, attention mask (rows x width), next positions and last logits."""
+
+    rows: list[Row]
+    cache: object
+    mask: torch.Tensor
+    position: torch.Tensor
+    logits: torch.Tensor
+
+    def select(self, keep: list[int]) -> None:
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.rows = [self.rows[i] for i in keep]
+        self.mask, self.position, self.logits = self.mask[index], self.position[index], self.logits[keep]
+        used = self.mask.any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else self.mask.shape[1]
+        if first:  # columns left of every row's first token
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+    def pad_to(self, width: int) -> None:
+        extra = width - self.mask.shape[1]
+        if extra > 0:
+            for layer in self.cache.layers:
+                pad = layer.keys.new_zeros((*layer.keys.shape[:2], extra, layer.keys.shape[3]))
+                layer.keys, layer.values = torch.cat([pad, layer.keys], 2), torch.cat([pad, layer.values], 2)
+            self.mask = torch.cat([self.mask.new_zeros((self.mask.shape[0], extra)), self.mask], 1)
+
+    def extend(self, other: Batch) -> None:
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        self.pad_to(width)
+        other.pad_to(width)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys, mine.values = torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values])
+        self.rows += other.rows
+        self.mask = torch.cat([self.mask, other.mask])
+        self.position = torch.cat([self.position, other.position])
+        self.logits = torch.cat([self.logits, other.logits])
+
+
+class RetryingDecoder:
+    """Samples one accepted reply per prompt (or runs out of attempts) with a continuously full batch.
+
+    ``texts``: the formatted prompts (assistant prefix included); ``prefixed[k]``: whether prompt
+    ``k`` ends with a prefix (its reply is decoded after its last tokens); ``seed_of(k, attempt)``:
+    the attempt's seed; ``accept(k, text)``: whether the reply is kept.
+    """
+
+    def __init__(self, engine, texts: Sequence[str], prefixed: Sequence[bool], seed_of: Callable[[int, int], int],
+                 accept: Callable[[int, str], bool], attempts: int, sampling: dict):
+        self.engine, self.texts, self.prefixed = engine, list(texts), list(prefixed)
+        self.seed_of, self.accept, self.attempts = seed_of, accept, attempts
+        self.sampling = sampling
+        self.queue: deque[tuple[int, int]] = deque((k, 0) for k in range(len(self.texts)))
+
+    def run(self) -> None:
+        size = self.engine.batch_size
+        batch: Batch | None = None
+        while self.queue or batch is not None:
+            free = size - (len(batch.rows) if batch else 0)
+            if self.queue and (batch is None or free >= max(1, size // 4)):
+                joined = self.prefill([self.queue.popleft() for _ in range(min(free, len(self.queue)))])
+                if batch is None:
+                    batch = joined
+                else:
+                    batch.extend(joined)
+            batch = self.step(batch)
+
+    def prefill(self, jobs: list[tuple[int, int]]) -> Batch:
+        eng = self.engine
+        tok = eng.tokenizer
+        tok.padding_side = "left"
+        device = eng.model.device
+        enc = tok([self.texts[k] for k, _ in jobs], return_tensors="pt", padding=True,
+                  add_special_tokens=not eng.chat)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = eng.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                        logits_to_keep=1)
+        rows = [Row(k, a, torch.Generator().manual_seed(derive_seed(self.seed_of(k, a), 0)),
+                    ids[r, -eng.context_tokens:].tolist() if self.prefixed[k] else None)
+                for r, (k, a) in enumerate(jobs)]
+        return Batch(rows, out.cache, mask, positions[:, -1:], out.logits[:, -1].float().cpu())
+
+    def step(self, batch: Batch) -> Batch | None:
+        """Sample a token for every row, retire finished rows, and decode one step for the rest."""
+        eng, s = self.engine, self.sampling
+        picked = eng.pick_tokens(batch.logits, [row.generator for row in batch.rows], s["temperature"],
+                                 s["top_p"], s["min_p"])
+        eng.tokens_generated += len(picked)
+        keep = []
+        for i, (row, token) in enumerate(zip(batch.rows, picked)):
+            done = token == eng.end_id
+            if not done:
+                row.tokens.append(token)
+                done = len(row.tokens) >= s["max_new_tokens"] or bool(
+                    s["stop"] and any(x in eng.decode(row.tokens, row.context) for x in s["stop"]))
+            if not done:
+                keep.append(i)
+                continue
+            text = cut_at_stop(eng.decode(row.tokens, row.context), s["stop"])
+            if not self.accept(row.job, text) and row.attempt + 1 < self.attempts:
+                self.queue.append((row.job, row.attempt + 1))
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            batch.select(keep)
+        device = batch.mask.device
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(keep), 1))], dim=1)
+        batch.position = batch.position + 1
+        tokens = torch.tensor([[row.tokens[-1]] for row in batch.rows], device=device)
+        out = eng.model(input_ids=tokens, attention_mask=batch.mask, position_ids=batch.position,
+                        cache=batch.cache, use_cache=True)
+        batch.cache, batch.logits = out.cache, out.logits[:, -1].float().cpu()
+        return batch

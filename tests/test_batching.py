@@ -1,0 +1,53 @@
+"""Continuous batching with retries samples what the rounds would, with fewer decode steps wasted."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthgen.engines.base import Engine
+from synthgen.engines.transformers import TransformersEngine
+
+PROMPTS = [f"Write one sentence about the number {i}." for i in range(7)]
+
+
+@pytest.fixture(scope="module", params=["chat", "plain"])
+def engine(request, tiny_model_dir, tiny_plain_model_dir):
+    path = tiny_model_dir if request.param == "chat" else tiny_plain_model_dir
+    return TransformersEngine.load(str(path), adapter="none", device="cpu", batch_size=4)
+
+
+def sample(engine, run, prefixes=None, attempts=4):
+    """Every (prompt, attempt) -> reply the run produced; a reply is accepted when its length is even."""
+    seen: dict[tuple[int, int], str] = {}
+    counts = [0] * len(PROMPTS)
+
+    def accept(k, text):
+        seen[(k, counts[k])] = text
+        counts[k] += 1
+        return len(text) % 2 == 0
+
+    run(PROMPTS, lambda k, a: 1000 * k + a, accept, attempts, prefixes=prefixes, temperature=1.0, top_p=0.9,
+        max_new_tokens=12, stop=["."])
+    return seen
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_continuous_batching_samples_what_the_rounds_sample(engine, prefixed):
+    prefixes = [f"Number {i} is" if i % 2 else None for i in range(len(PROMPTS))] if prefixed else None
+    continuous = sample(engine, engine.generate_with_retries, prefixes)
+    rounds = sample(engine, lambda *a, **k: Engine.generate_with_retries(engine, *a, **k), prefixes)
+    assert continuous == rounds
+    assert any(attempt > 0 for _, attempt in rounds)  # some replies were rejected and retried
+    # each attempt samples as a single generate call with that attempt's seed would
+    for (k, attempt), text in list(rounds.items())[:5]:
+        extra = {"prefixes": [prefixes[k]]} if prefixes else {}
+        alone = engine.generate([PROMPTS[k]], seed=[1000 * k + attempt], top_p=0.9, max_new_tokens=12, stop=["."],
+                                **extra)
+        assert alone == [[text]]
+
+
+def test_attempts_stop_at_the_limit(engine):
+    tried = []
+    engine.generate_with_retries(PROMPTS[:3], lambda k, a: k + 10 * a, lambda k, text: tried.append(k) is not None,
+                                 3, max_new_tokens=4)
+    assert sorted(tried) == [0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate_seconds": validate, "validate_median_s": statistics.median(validate),
         "validate_imports_torch": imports_torch,
         "preview_seconds": preview, "preview_median_s": statistics.median(preview),
+        "load_average_at_end": os.getloadavg()[0], "cpus": os.cpu_count(),
     })
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k.endswith(("median_s", "torch"))}, indent=2))

@@ -58,8 +58,8 @@ NOTES = {
     "generate_memory.json": [BEFORE_RETRAIN],
     "unique_ceiling.json": [BEFORE_RETRAIN + " It is the `default` column.", FLAT],
     "preview_speed.json": [
-        "Measured with --repeats 1 while the test suite and a 100-record generation ran on the same 2 cores: "
-        "an upper bound, not an idle-machine figure."],
+        "Measured with --repeats 1; the file records the machine's load average at the end "
+        "(`load_average_at_end`)."],
     "model_scale.json": ["Written stage by stage by `benchmarks/model_scale.py`; the command, code and date of "
                          "each stage are listed below the tables.",
                          "Measured on 2 cores shared with other jobs (load average 10–19): valid mass, entropy, "

@@ -73,6 +73,7 @@ from pathlib import Path
 
 from synthgen._validate import show
 from synthgen.errors import ConfigError
+from synthgen.prompts import inside
 
 __all__ = ["ENDINGS", "NationalityCheck", "TextChecks", "check_references", "contradicts_nationality",
            "contradicts_year", "mention_kind", "mentions", "parse_checks"]
@@ -262,10 +263,9 @@ def _read_demonyms(src: Path, key: str, value: object, trust_paths: bool) -> Nat
     if not isinstance(file, str) or not file:
         raise ConfigError(src, f"{key}.demonyms_file", f"expected a CSV file path, got {show(file)}")
     path = src.parent / file
-    real, root = path.resolve(), src.parent.resolve()
-    if not trust_paths and not real.is_relative_to(root):
-        raise ConfigError(src, f"{key}.demonyms_file", f"{file}: {real} is outside the recipe's folder {root}; "
-                                                       "pass --trust-paths to allow it")
+    if not trust_paths and not inside(path, [src.parent]):
+        raise ConfigError(src, f"{key}.demonyms_file", f"{file}: {path.resolve()} is outside the recipe's folder "
+                                                       f"{src.parent}; pass --trust-paths to allow it")
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except (OSError, UnicodeDecodeError) as exc:

@@ -22,6 +22,11 @@ and coverage ratio (unique / what the ideal sampler over the same sets reaches),
 duplicates and wall time. The model runs write into ``out/bench_coherence/<method>`` and resume
 there, so a long run can be continued by running the same command again. The result goes to
 ``benchmarks/results/coherence.json``.
+
+``--shipped-from DIR`` takes the ``shipped`` records from a finished run of the same recipe, count
+and seed made elsewhere (``benchmarks/generate_speed.py --keep-new DIR``) instead of making them
+again: the run is resumed there, so its fingerprint (recipe and files, count, seed, model, adapter
+weights) must match, and the generation time is that run's own.
 """
 
 from __future__ import annotations
@@ -157,21 +162,35 @@ def run_flat(recipe: Recipe, n: int, seed: int) -> dict:
     return summary(report, unique, time.perf_counter() - start)
 
 
-def run_model(recipe: Recipe, method: str, n: int, seed: int, out_root: Path) -> tuple[dict, str | None]:
-    """``base_exact`` or ``shipped`` through ``synthgen.generate`` (resumed in its own folder)."""
+def run_model(recipe: Recipe, method: str, n: int, seed: int, out_root: Path,
+              source: Path | None = None) -> tuple[dict, str | None]:
+    """``base_exact`` or ``shipped`` through ``synthgen.generate`` (resumed in its own folder, or in
+    ``source``, a finished run made elsewhere)."""
     recipe = recipe.with_overrides(count=n, seed=seed)
     if method == "base_exact":
         order = tuple(name for name in recipe.order if name != "biography")
         recipe = dataclasses.replace(recipe.with_overrides(adapter="none"), order=order,
                                      fields={k: v for k, v in recipe.fields.items() if k in order},
                                      near_dup_fields=())
-    out_dir = out_root / method
+    out_dir = out_root / method if source is None else source
+    earlier = None
+    if source is not None:
+        if not (source / "report.json").is_file():
+            raise SystemExit(f"{source} holds no finished run (no report.json)")
+        earlier = json.loads((source / "report.json").read_text(encoding="utf-8"))
     start = time.perf_counter()
     result = generate(recipe, out_dir, resume=(out_dir / "run.json").exists())
     seconds = time.perf_counter() - start
     df = pl.read_parquet(out_dir / "records.parquet")
+    if earlier is not None:
+        if earlier["n_generated"] != result.report["n_generated"]:
+            raise SystemExit(f"{source} was not finished: its report has {earlier['n_generated']} records, not "
+                             f"{result.report['n_generated']}")
+        seconds = earlier["timing"]["seconds"]
     row = summary(result.report, df, seconds)
-    row["generation_seconds"] = result.report["timing"]["seconds"]
+    row["generation_seconds"] = (earlier or result.report)["timing"]["seconds"]
+    if source is not None:
+        row["records_from"] = str(source)
     run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
     return row, run.get("adapter") or (None if method == "base_exact" else _adapter(recipe))
 
@@ -190,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out-root", type=Path, default=ROOT / "out/bench_coherence")
     parser.add_argument("--results", type=Path, default=RESULTS / "coherence.json")
+    parser.add_argument("--shipped-from", type=Path, default=None,
+                        help="a finished run of the shipped recipe (same -n, --seed) to take its records from")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -203,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[method] = run_flat(recipe, args.n, args.seed)
         else:
             rows[method], adapters[method] = run_model(recipe, method, args.n, args.seed,
-                                                       args.out_root / f"n{args.n}_seed{args.seed}")
+                                                       args.out_root / f"n{args.n}_seed{args.seed}",
+                                                       args.shipped_from if method == "shipped" else None)
         print(f"{method}: {json.dumps(rows[method], default=str)[:400]}")
     result = stamp({"benchmark": "coherence", "recipe": "recipes/biography.yaml", "n": args.n, "seed": args.seed,
                     "reference": "1990 US census first names (benchmarks/data/census_first_names.tsv)",

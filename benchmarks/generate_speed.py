@@ -20,6 +20,13 @@ distribution (the bound is 1e-3). A third child runs the new path on
 (shards go to disk). Per-field timing comes from each run's ``report.json``.
 
     python benchmarks/generate_speed.py --n 1000 --memory-n 100
+    python benchmarks/generate_speed.py --n 1000 --memory-n 100 --old-n 100 --keep-new out/speed_new
+
+``--old-n`` runs the old path on fewer records (its first ``--old-n`` records are
+compared with the new path's); the speedup is then taken against the new run of
+the same size (``--memory-n`` equal to ``--old-n``), never across sizes.
+``--keep-new`` keeps the new path's ``--n``-record run folder (a finished run of
+``synthgen generate``, which ``benchmarks/coherence.py --shipped-from`` can read).
 
 writes ``benchmarks/results/generate_speed.json``.
 """
@@ -31,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,14 +115,15 @@ def attribute_fields() -> tuple[list[str], list[str]]:
 
 
 def compare_records(new_dir: Path, old_dir: Path) -> dict:
-    """Per record index (dead records included), how many records agree in the attribute fields and in all."""
+    """Per record index (dead records included), how many records agree in the attribute fields and in
+    all; the records compared are those both runs made (the first ``--old-n``)."""
     import polars as pl
 
     closed, others = attribute_fields()
     new, old = (pl.read_parquet(d / "shards" / "*.parquet").sort("_index").to_dicts() for d in (new_dir, old_dir))
     same_attr = sum(all(a[f] == b[f] for f in closed) for a, b in zip(new, old))
     same_all = sum(all(a[f] == b[f] for f in closed + others) for a, b in zip(new, old))
-    return {"records": len(new), "identical_attribute_fields": same_attr, "identical_records": same_all,
+    return {"records": min(len(new), len(old)), "identical_attribute_fields": same_attr, "identical_records": same_all,
             "attribute_fields": closed}
 
 
@@ -129,7 +138,7 @@ def kl_agreement(new_dir: Path, old_dir: Path) -> dict:
         p, q = _normalised(old[key]), _normalised(new[key])
         kls.append(sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0))
     kls = [max(k, 0.0) for k in kls]  # rounding can make a KL of equal distributions a hair negative
-    return {"prompts_compared": len(kls), "prompts_only_in_one_run": len(old.keys() ^ new.keys()),
+    return {"prompts_compared": len(kls), "old_prompts_not_in_new": len(old.keys() - new.keys()),
             "max_kl": max(kls, default=None), "mean_kl": sum(kls) / len(kls) if kls else None,
             "prompts_above_bound": sum(k > KL_BOUND for k in kls), "bound": KL_BOUND}
 
@@ -146,22 +155,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="records per code path")
     parser.add_argument("--memory-n", type=int, default=100,
                         help="records of the extra new-path run for the memory check (0 to skip)")
+    parser.add_argument("--old-n", type=int, default=None,
+                        help="records of the old-path run (default: --n); the speedup compares runs of equal size")
+    parser.add_argument("--keep-new", type=Path, default=None,
+                        help="copy the new path's --n-record run folder here (it must not exist yet)")
     parser.add_argument("--out", default=str(RESULTS / "generate_speed.json"))
     args = parser.parse_args(argv)
+    old_n = args.n if args.old_n is None else args.old_n
+    if old_n != args.n and args.memory_n != old_n:
+        parser.error("with --old-n other than --n, give --memory-n the same value: the speedup needs a new run "
+                     "of the old run's size")
+    if args.keep_new is not None and args.keep_new.exists():
+        parser.error(f"{args.keep_new} exists; --keep-new needs a new folder")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in PATHS:
-            runs[path] = run_child(path, args.n, Path(tmp) / path)
-        records = compare_records(Path(tmp) / "new", Path(tmp) / "old")
-        kl = kl_agreement(Path(tmp) / "new", Path(tmp) / "old")
+        runs["new"] = run_child("new", args.n, Path(tmp) / "new")
+        if args.keep_new is not None:
+            shutil.copytree(Path(tmp) / "new", args.keep_new)
         if args.memory_n:
             runs["new_small"] = run_child("new", args.memory_n, Path(tmp) / "new_small")
+        runs["old"] = run_child("old", old_n, Path(tmp) / "old")
+        records = compare_records(Path(tmp) / "new", Path(tmp) / "old")
+        kl = kl_agreement(Path(tmp) / "new", Path(tmp) / "old")
     memory = {str(run["records"]): run["peak_rss_mib"] for key, run in runs.items() if key.startswith("new")}
+    same_size = next(run for run in runs.values() if run["path"] == "new" and run["records"] == old_n)
     result = stamp({
-        "recipe": RECIPE.relative_to(ROOT).as_posix(), "n": args.n,
+        "recipe": RECIPE.relative_to(ROOT).as_posix(), "n": args.n, "old_n": old_n,
         "load_average_at_end": os.getloadavg()[0], "cpus": os.cpu_count(),
         "paths": runs,
-        "speedup": runs["new"]["records_per_second"] / runs["old"]["records_per_second"],
+        "speedup": same_size["records_per_second"] / runs["old"]["records_per_second"],
+        "speedup_records": old_n,
         "agreement": {**records, **kl},
         "peak_rss_mib_by_records": memory,
     }, adapters={"adapter": runs["new"]["adapter"]}, args=argv)

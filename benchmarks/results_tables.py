@@ -425,24 +425,35 @@ def generate_paths(data: dict) -> list[str]:
     """The new-vs-old benchmark (``paths``): records/s per code path, time per field, agreement, memory."""
     runs, agree = data["paths"], data["agreement"]
     new, old = runs["new"], runs["old"]
-    lines = [f"Recipe `{data['recipe']}`, {data['n']} records per code path, each in a fresh process (model load "
+    same_size = next((r for r in runs.values() if r["path"] == "new" and r["records"] == old["records"]), new)
+    sizes = (f"{data['n']} records per code path" if data.get("old_n", data["n"]) == data["n"] else
+             f"{data['n']} records on the new path, {data['old_n']} on both paths for the comparison")
+    lines = [f"Recipe `{data['recipe']}`, {sizes}, each in a fresh process (model load "
              "excluded), one after the other{caveat}. New: option sets scored as token tries packed into shared "
              "forward passes, text retries in a continuously full decode batch; old: padded option chunks on an "
              "expanded KV cache one prompt at a time, retries in rounds.".replace("{caveat}", load_caveat(data)), ""]
     lines += table(["path", "records", "kept", "invalid", "seconds", "records/s", "peak memory"],
                    [[name, r["records"], r["kept"], r["invalid"], f"{r['seconds']:.0f}",
                      f"{r['records_per_second']:.3f}", f"{r['peak_rss_mib']:.0f} MiB"] for name, r in runs.items()])
-    lines += ["", f"Speed-up {data['speedup']:.2f}×. Identical choice/integer fields in "
+    lines += ["", f"Speed-up {data['speedup']:.2f}× at {data.get('speedup_records', data['n'])} records. "
+              "Identical choice/integer fields in "
               f"{agree['identical_attribute_fields']} of {agree['records']} records "
               f"({agree['identical_records']} identical in every field); option distributions of the "
               f"{agree['prompts_compared']} prompts both paths scored: max KL {sci(agree['max_kl'])} "
               f"(bound {agree['bound']:g}, {agree['prompts_above_bound']} above).", "",
-              "Seconds per field (new → old), with the prompts scored and tokens generated on the new path:", ""]
+              f"Seconds per field at {old['records']} records (new → old), with the prompts scored and tokens "
+              "generated on the new path:", ""]
     lines += table(["field", "new s", "old s", "prompts scored", "options scored", "tokens generated", "samples",
                     "retries"],
                    [[name, f"{f['seconds']:.1f}", f"{old['fields'][name]['seconds']:.1f}", f["prompts_scored"],
                      f["options_scored"], f["tokens_generated"], f["samples"], f["retries"]]
-                    for name, f in new["fields"].items()])
+                    for name, f in same_size["fields"].items()])
+    if same_size is not new:
+        lines += ["", f"Seconds per field at {new['records']} records (new path):", ""]
+        lines += table(["field", "seconds", "prompts scored", "options scored", "tokens generated", "samples",
+                        "retries"],
+                       [[name, f"{f['seconds']:.1f}", f["prompts_scored"], f["options_scored"],
+                         f["tokens_generated"], f["samples"], f["retries"]] for name, f in new["fields"].items()])
     return lines
 
 
@@ -686,7 +697,8 @@ def render_headlines() -> str:
             new = d["paths"]["new"]
             out.append(f"- **Speed (biography recipe):** {new['records']} biographies at "
                        f"{new['records_per_second']:.2f} records/s on {d['cpus']} CPU cores, "
-                       f"{d['speedup']:.1f}× the previous code path{load_caveat(d)} ("
+                       f"{d['speedup']:.1f}× the previous code path at {d.get('speedup_records', d['n'])} records"
+                       f"{load_caveat(d)} ("
                        + link.format("generate_speed.json") + ").")
             return "\n".join(out)
         col, naive = d["column_wise"], d["naive_loop"]

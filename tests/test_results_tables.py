@@ -75,3 +75,34 @@ def test_stamp_records_the_command_and_the_adapters_digest(monkeypatch):
     assert block["adapters"]["base"] == {"path": None, "sha256": None}
     assert stamp({}, args=["--tiny"])["provenance"]["command"].endswith("python benchmarks/engine.py --tiny")
 
+
+
+def _speed_run(path: str, records: int, seconds: float) -> dict:
+    field = {"seconds": seconds, "prompts_scored": 1, "options_scored": 3, "tokens_generated": 0, "samples": records,
+             "retries": 0}
+    return {"path": path, "records": records, "seconds": seconds, "records_per_second": records / seconds,
+            "kept": records, "invalid": 0, "peak_rss_mib": 1000.0, "fields": {"gender": field}}
+
+
+def test_a_speed_comparison_at_a_smaller_old_size_compares_equal_sizes():
+    data = {"recipe": "recipes/biography.yaml", "n": 1000, "old_n": 100, "speedup": 2.0, "speedup_records": 100,
+            "cpus": 2, "load_average_at_end": 0.5,
+            "paths": {"new": _speed_run("new", 1000, 500.0), "new_small": _speed_run("new", 100, 40.0),
+                      "old": _speed_run("old", 100, 80.0)},
+            "agreement": {"identical_attribute_fields": 100, "records": 100, "identical_records": 90,
+                          "prompts_compared": 5, "max_kl": 1e-10, "bound": 1e-3, "prompts_above_bound": 0}}
+    text = "\n".join(rt.generate_paths(data))
+    assert "1000 records on the new path, 100 on both paths" in text
+    assert "Speed-up 2.00× at 100 records" in text
+    assert "| gender | 40.0 | 80.0 |" in text  # the per-field comparison is new@100 against old@100
+    assert "Seconds per field at 1000 records (new path)" in text and "| gender | 500.0 |" in text
+
+
+def test_the_speed_benchmark_refuses_a_speedup_across_sizes():
+    import pytest
+
+    from benchmarks import generate_speed
+
+    with pytest.raises(SystemExit) as err:
+        generate_speed.main(["--n", "10", "--old-n", "5", "--memory-n", "0"])
+    assert err.value.code == 2

@@ -421,6 +421,12 @@ def load_caveat(data: dict) -> str:
     return f" (measured under load: load average {load:.1f} on {cpus} CPUs at the end; an upper bound)"
 
 
+def tokens_per_second(field: dict) -> str:
+    """Tokens the model forwarded (scored) or sampled (generated) per second of the field's time."""
+    tokens = (field.get("tokens_scored") or 0) + field["tokens_generated"]
+    return f"{tokens / field['seconds']:.0f}" if tokens and field["seconds"] > 0 else "–"
+
+
 def generate_paths(data: dict) -> list[str]:
     """The new-vs-old benchmark (``paths``): records/s per code path, time per field, agreement, memory."""
     runs, agree = data["paths"], data["agreement"]
@@ -450,10 +456,11 @@ def generate_paths(data: dict) -> list[str]:
                     for name, f in same_size["fields"].items()])
     if same_size is not new:
         lines += ["", f"Seconds per field at {new['records']} records (new path):", ""]
-        lines += table(["field", "seconds", "prompts scored", "options scored", "tokens generated", "samples",
-                        "retries"],
+        lines += table(["field", "seconds", "prompts scored", "options scored", "tokens scored", "tokens generated",
+                        "tokens/s", "samples", "retries"],
                        [[name, f"{f['seconds']:.1f}", f["prompts_scored"], f["options_scored"],
-                         f["tokens_generated"], f["samples"], f["retries"]] for name, f in new["fields"].items()])
+                         f.get("tokens_scored", "–"), f["tokens_generated"], tokens_per_second(f), f["samples"],
+                         f["retries"]] for name, f in new["fields"].items()])
     return lines
 
 

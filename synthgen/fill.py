@@ -61,12 +61,14 @@ class FieldStats:
 @dataclass
 class FieldTiming:
     """Where a field's time went in one process (``report.json`` ``timing.fields.<name>``):
-    wall seconds, distinct prompts scored and the options forwarded after them, new tokens
+    wall seconds, distinct prompts scored, the options forwarded after them and the tokens
+    that took (prompts and options; 0 for an engine that does not count them), new tokens
     sampled, samples drawn and how many of them were retries."""
 
     seconds: float = 0.0
     prompts_scored: int = 0
     options_scored: int = 0
+    tokens_scored: int = 0
     tokens_generated: int = 0
     samples: int = 0
     retries: int = 0
@@ -122,12 +124,14 @@ class FieldFiller:
         if todo:
             batch = [(requests[k][0], list(requests[k][1])) for k in todo]
             score_many = getattr(self.engine, "score_many", None)
+            scored = self._counter("tokens_scored")
             scores = score_many(batch, use_adapter=spec.use_adapter) if score_many else \
                 [self.engine.score(p, o, use_adapter=spec.use_adapter) for p, o in batch]
             self.score_calls += len(todo)
             timing = self.timing.setdefault(spec.name, FieldTiming())
             timing.prompts_scored += len(todo)
             timing.options_scored += sum(len(o) for _, o in batch)
+            timing.tokens_scored += self._counter("tokens_scored") - scored
             for k, values in zip(todo, scores):
                 fresh[k] = known[keys[k]] = softmax(values)
                 self._remember(keys[k], fresh[k])
@@ -161,7 +165,12 @@ class FieldFiller:
         return ok, drawn
 
     def _tokens(self) -> int:
-        return int(getattr(self.engine, "tokens_generated", 0) or 0)
+        return self._counter("tokens_generated")
+
+    def _counter(self, name: str) -> int:
+        """The engine's running count ``name`` (0 for an engine without it)."""
+        value = getattr(self.engine, name, 0)
+        return value if isinstance(value, int) else 0
 
     def _fill(self, spec: FieldSpec, records: list[dict], indices: Sequence[int],
               seed: int, failures: dict[str, list[int]] | None) -> tuple[list[bool], list[int]]:

@@ -34,9 +34,10 @@ def _timing_lines(timing: Mapping[str, Any]) -> list[str]:
         return []
     total = sum(f["seconds"] for f in fields.values()) or 1.0
     lines = ["", "## Time by field", "", "| field | seconds | share | prompts scored | options scored "
-             "| tokens generated | samples | retries |", "|---|---|---|---|---|---|---|---|"]
+             "| tokens scored | tokens generated | samples | retries |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {_cell(name)} | {_fmt(f['seconds'], 1)} | {_fmt(f['seconds'] / total, 2)} | {f['prompts_scored']} "
-              f"| {f['options_scored']} | {f['tokens_generated']} | {f['samples']} | {f['retries']} |"
+              f"| {f['options_scored']} | {f.get('tokens_scored', 0)} | {f['tokens_generated']} | {f['samples']} "
+              f"| {f['retries']} |"
               for name, f in fields.items()]
     return lines
 

@@ -95,7 +95,7 @@ def test_a_speed_comparison_at_a_smaller_old_size_compares_equal_sizes():
     assert "1000 records on the new path, 100 on both paths" in text
     assert "Speed-up 2.00× at 100 records" in text
     assert "| gender | 40.0 | 80.0 |" in text  # the per-field comparison is new@100 against old@100
-    assert "Seconds per field at 1000 records (new path)" in text and "| gender | 500.0 |" in text
+    assert "Seconds per field at 1000 records (new path)" in text and "| gender | 500.0 | 1 | 3 | – | 0 | – |" in text
 
 
 def test_the_speed_benchmark_refuses_a_speedup_across_sizes():

@@ -9,7 +9,7 @@ from synthgen.generation import generate
 from synthgen.recipe import load_recipe
 from tests.test_generate import RECIPE
 
-KEYS = {"seconds", "prompts_scored", "options_scored", "tokens_generated", "samples", "retries"}
+KEYS = {"seconds", "prompts_scored", "options_scored", "tokens_scored", "tokens_generated", "samples", "retries"}
 
 
 def test_report_says_where_the_time_went_per_field(tmp_path, tiny_engine):
@@ -27,6 +27,10 @@ def test_report_says_where_the_time_went_per_field(tmp_path, tiny_engine):
     # one prompt per distinct colour for the name; one per distinct name for the age
     records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert fields["color"]["prompts_scored"] == fields["color"]["tokens_generated"] == 0
+    assert fields["color"]["tokens_scored"] == 0 and fields["bio"]["tokens_scored"] == 0
+    # every scored option costs at least one forwarded token, besides its prompt's
+    for name in ("name", "age"):
+        assert fields[name]["tokens_scored"] > fields[name]["options_scored"] // 2 > 0
     assert 0 < fields["name"]["prompts_scored"] <= 3
     assert fields["name"]["options_scored"] == 8 * fields["name"]["prompts_scored"]
     assert len({r["name"] for r in records}) <= fields["age"]["prompts_scored"]

@@ -67,3 +67,18 @@ def test_trie_and_padded_engines_agree_and_score_many_equals_score(engine):
 def test_unknown_scoring_is_a_clear_error(engine):
     with pytest.raises(SynthgenError, match="unknown scoring 'fast'"):
         TransformersEngine(engine.model, engine.tokenizer, scoring="fast")
+
+
+def test_the_engine_counts_the_tokens_it_forwards_to_score(engine):
+    trie = TransformersEngine(engine.model, engine.tokenizer)
+    padded = TransformersEngine(engine.model, engine.tokenizer, scoring="padded", score_chunk=4)
+    prompt, options = SETS[1]
+    prompt_ids, options_ids = encoded(engine, prompt, options)
+    trie.score(prompt, options)
+    assert trie.tokens_scored == len(prompt_ids) + trie_size(options_ids)  # one segment: prompt + trie nodes
+    padded.score(prompt, options)
+    widest = [max(len(o) for o in options_ids[i:i + 4]) - 1 for i in range(0, len(options_ids), 4)]
+    chunks = [len(options_ids[i:i + 4]) for i in range(0, len(options_ids), 4)]
+    assert padded.tokens_scored == len(prompt_ids) + sum(w * c for w, c in zip(widest, chunks))
+    trie.score_many(SETS)
+    assert trie.tokens_scored > len(prompt_ids) + trie_size(options_ids)  # counts add up over calls

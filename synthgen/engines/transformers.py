@@ -60,6 +60,7 @@ class TransformersEngine(Engine):
         self.scoring = scoring
         self.score_budget = score_budget  # tokens per packed row (scoring="trie")
         self.tokens_generated = 0  # new tokens sampled by generate, all calls together
+        self.tokens_scored = 0  # tokens forwarded to score option sets (prompts and options), all calls together
         # tokens the top-p filter sorts first (0: sort the whole vocabulary, the slower way to the same result)
         self.top_p_candidates = TOP_P_CANDIDATES if top_p_candidates is None else top_p_candidates
         self.continuous = continuous  # retries join a continuously full decode batch (else: rounds)
@@ -113,10 +114,14 @@ class TransformersEngine(Engine):
             encoded.append((prompt_ids, self.encode_options(text, prompt_ids, options) if options else []))
         with self.adapter_scope(use_adapter):
             if self.scoring == "trie":
-                values = packed_option_logprobs(self.model, encoded, self.score_budget)
+                stats: dict = {}
+                values = packed_option_logprobs(self.model, encoded, self.score_budget, stats)
+                self.tokens_scored += stats.get("tokens", 0)
             else:
                 values = [option_logprobs(self.model, p, o, self.score_chunk, self.tokenizer.pad_token_id)
                           if o else torch.zeros(0) for p, o in encoded]
+                # the prompt once, then each chunk of options padded to its widest, less the last token
+                self.tokens_scored += sum(len(p) + _padded_tokens(o, self.score_chunk) for p, o in encoded if o)
         return [v.tolist() for v in values]
 
     # -- sampling
@@ -234,6 +239,15 @@ class TransformersEngine(Engine):
         head = tok.decode(context, skip_special_tokens=True)
         full = tok.decode(context + new, skip_special_tokens=True)
         return full[len(head):] if full.startswith(head) else tok.decode(new, skip_special_tokens=True)
+
+
+def _padded_tokens(options: Sequence[Sequence[int]], chunk: int) -> int:
+    """Option tokens the padded path forwards: per chunk, its options times its widest option less one."""
+    total = 0
+    for start in range(0, len(options), chunk):
+        part = options[start : start + chunk]
+        total += len(part) * (max(len(o) for o in part) - 1)
+    return total
 
 
 def _select_cache_rows(cache, index: torch.Tensor) -> None:

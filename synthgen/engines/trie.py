@@ -171,17 +171,20 @@ def run_row(model: torch.nn.Module, row: list[Segment], out: list[torch.Tensor])
 
 
 def packed_option_logprobs(model: torch.nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-                           budget: int = DEFAULT_BUDGET) -> list[torch.Tensor]:
+                           budget: int = DEFAULT_BUDGET, stats: dict | None = None) -> list[torch.Tensor]:
     """``log p(option + end | prompt)`` for every option of every ``(prompt_ids, options_ids)`` request.
 
     The options' token lists end with the end-of-turn token (as
     :meth:`synthgen.engines.base.PromptCodec.encode_options` gives them). Equal to
     :func:`synthgen.engines.scoring.naive_option_logprobs` up to float rounding.
+    ``stats``, when given, gets ``tokens`` increased by the tokens forwarded (prompts and trie nodes).
     """
     device = next(model.parameters()).device
     out = [torch.zeros(len(options), dtype=torch.float32, device=device) for _, options in requests]
     segments = [seg for r, (prompt, options) in enumerate(requests) if options
                 for seg in split_request(r, prompt, options, budget)]
+    if stats is not None:
+        stats["tokens"] = stats.get("tokens", 0) + sum(seg.length for seg in segments)
     for row in pack(segments, budget):
         run_row(model, row, out)
     return out

@@ -359,6 +359,35 @@ def audit_biography(data: dict) -> list[str]:
     return lines
 
 
+def audit_conditional(data: dict) -> list[str]:
+    """The biography recipe's conditional prompts: the general adapter's audit (``..._general.json``)
+    beside this file's adapter, per field (exact metrics, means over the field's prompts)."""
+    general_file = RESULTS / "audit_biography_conditional_general.json"
+    general = load(general_file.name) if general_file.is_file() else None
+
+    def per_field(d: dict) -> dict[str, dict[str, float]]:
+        out: dict[str, list[dict]] = {}
+        for t in d["tasks"]:
+            out.setdefault(t["family"], []).append(t["exact"])
+        return {f: {k: mean([e[k] for e in rows]) for k in rows[0]} | {"prompts": len(rows)} for f, rows in out.items()}
+
+    after = per_field(data)
+    before = per_field(general) if general else {}
+    lines = [f"Exact metrics of {adapter_label(data['adapter'])} on prompts of `recipes/biography.yaml` as generation "
+             "asks them (`synthgen audit --from-recipe`, 8 prompts per field drawn with prompt seed 1, each "
+             "condition's own list as targets), beside the general adapter `smollm2-135m-diffuse` on the same "
+             "prompts; KL(model ‖ recipe weights) of the distribution renormalised over the options, in nats.", ""]
+    rows = [[f"`{field}`", a["prompts"], arrow(before[field]["kl_to_target"], a["kl_to_target"], 3)
+             if field in before else num(a["kl_to_target"], 3),
+             arrow(before[field]["valid_mass"], a["valid_mass"]) if field in before else num(a["valid_mass"]),
+             arrow(before[field]["normalized_entropy"], a["normalized_entropy"]) if field in before
+             else num(a["normalized_entropy"])]
+            for field, a in after.items()]
+    lines += table(["field", "prompts", "KL to the weights, general → this adapter", "valid mass",
+                    "normalised entropy"], rows)
+    return lines
+
+
 def leave_one_out(data: dict) -> list[str]:
     setup, rows = data["setup"], data["rows"]
     lines = [f"For each family, an adapter trained on every other family of the suite (`{setup['config']}` with "
@@ -612,6 +641,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
     ("Audits: how diffuse the adapters are", [
         ("audit_smollm2-135m.json", "The general adapter on the task suite", audit_general),
         ("audit_biography_tuned.json", "The recipe-tuned adapter on the biography recipe's fields", audit_biography),
+        ("audit_biography_conditional.json", "The biography adapter on the per-country prompts", audit_conditional),
         ("leave_one_out.json", "Leave-one-out: families never trained on", leave_one_out),
         ("model_scale.json", "A larger model: SmolLM2-135M against Qwen2.5-Coder-0.5B", model_scale),
     ]),

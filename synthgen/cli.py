@@ -122,8 +122,9 @@ def train_command(config: Path | None, recipe: Path | None, out_dir: Path, overw
               help="With --from-recipe: seed of those draws (training uses its config's seed, 0 by default, "
                    "so the default audits prompts the adapter was not trained on).")
 @click.option("--model", default=None, help="Registered name, HF directory, .gguf file or hub id.")
-@click.option("--adapter", default="default", show_default=True,
-              help="Adapter directory, 'default' (the shipped one) or 'none'.")
+@click.option("--adapter", default=None,
+              help="Adapter directory or shipped name, 'default' (the model's shipped one) or 'none' "
+                   "(default: with --from-recipe the recipe's adapter, else 'default').")
 @click.option("--samples", default=100, show_default=True, type=click.IntRange(min=0),
               help="Free samples per task (0 = exact metrics only).")
 @click.option("--seed", default=0, show_default=True)

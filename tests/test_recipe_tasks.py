@@ -203,6 +203,25 @@ def test_cli_audit_from_recipe_builds_the_recipes_tasks_with_another_prompt_seed
     assert code != 0 and "one of them" in err
 
 
+def test_cli_audit_from_recipe_audits_the_recipes_own_adapter(tiny_model_dir, tmp_path, capsys):
+    gender_only = RECIPE.split("fields:\n")[1].split("  name:")[0]
+    small = tmp_path / "small.yaml"
+    small.write_text(f"name: small\nmodel: {tiny_model_dir}\nfields:\n" + gender_only, encoding="utf-8")
+    adapter = tmp_path / "tuned"
+    assert main(["train", "--from-recipe", str(small), "-o", str(adapter)]) == 0
+    small.write_text(f"name: small\nmodel: {tiny_model_dir}\nadapter: tuned\nfields:\n" + gender_only,
+                     encoding="utf-8")
+    capsys.readouterr()
+    for extra, expected in (([], str(adapter.resolve())), (["--adapter", "none"], None)):
+        out = tmp_path / f"audit{len(extra)}.json"
+        code = main(["audit", "--from-recipe", str(small), "--samples", "0", "--no-compare", "--json", str(out),
+                     *extra])
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        report = json.loads(out.read_text(encoding="utf-8"))
+        assert report["adapter"] == expected  # the recipe's adapter unless --adapter says otherwise
+
+
 def test_every_condition_gives_each_conditional_set_its_own_task(tmp_path):
     # names by (country, gender): drawn prompts meet some conditions; every_condition adds
     # a task for each reachable one, with that condition in the prompt and its own set

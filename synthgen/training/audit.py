@@ -206,8 +206,9 @@ def plot(shares: dict[str, dict[str, Sequence[float]]], tasks: Sequence[Task], p
 # ------------------------------------------------------------------ the command
 def audit_tasks(tasks_file: str | Path | None = None, recipe: str | Path | None = None,
                 families: Sequence[str] | None = None, prompts_per_field: int = 4,
-                prompt_seed: int = 1) -> tuple[list[Task], str | None]:
-    """The tasks to audit, from a task file or a recipe's fields (one of them), and the recipe's model.
+                prompt_seed: int = 1) -> tuple[list[Task], str | None, str | None]:
+    """The tasks to audit, from a task file or a recipe's fields (one of them), and the recipe's model
+    and adapter (None, None for a task file).
 
     Raises:
         SynthgenError: A named family is not in the file or the recipe, or the recipe
@@ -218,7 +219,7 @@ def audit_tasks(tasks_file: str | Path | None = None, recipe: str | Path | None 
     if recipe is None:
         from synthgen.training.tasks import load_tasks
 
-        return load_tasks(tasks_file, families=families), None
+        return load_tasks(tasks_file, families=families), None, None
     from synthgen.recipe import load_recipe
     from synthgen.training.recipe_tasks import tasks_from_recipe
 
@@ -231,7 +232,7 @@ def audit_tasks(tasks_file: str | Path | None = None, recipe: str | Path | None 
     tasks = [t for t in tasks if families is None or t.family in families]
     if not tasks:
         raise SynthgenError(f"{recipe}: fields: no choice or integer field to audit")
-    return tasks, loaded.model
+    return tasks, loaded.model, loaded.adapter
 
 
 def _counter(on_progress: Callable[[str, int, int], None], label: str, total: int) -> Callable[[Task], None]:
@@ -258,7 +259,7 @@ class AuditRun:
 
 def run_audit(tasks_file: str | Path | None = None, *, recipe: str | Path | None = None,
               families: Sequence[str] | None = None, prompts_per_field: int = 4, prompt_seed: int = 1,
-              model: str | None = None, adapter: str = "default", compare: bool = True, samples: int = 100,
+              model: str | None = None, adapter: str | None = None, compare: bool = True, samples: int = 100,
               seed: int = 0, json_out: str | Path | None = None, plot_out: str | Path | None = None,
               argv: list[str] | None = None,
               on_progress: Callable[[str, int, int], None] | None = None) -> AuditRun:
@@ -272,7 +273,8 @@ def run_audit(tasks_file: str | Path | None = None, *, recipe: str | Path | None
         prompts_per_field: See ``recipe``.
         prompt_seed: See ``recipe``.
         model: The model (default: the recipe's, else the default model).
-        adapter: An adapter directory, ``default`` (the model's shipped one) or ``none``.
+        adapter: An adapter directory or shipped name, ``default`` (the model's shipped one) or
+            ``none``; None: the recipe's adapter (``default`` if it names none, or for a task file).
         compare: Also audit the base model; its report becomes ``"baseline"``.
         samples: Free samples per task (0: exact metrics only).
         seed: Seed of the samples.
@@ -293,8 +295,9 @@ def run_audit(tasks_file: str | Path | None = None, *, recipe: str | Path | None
     for path, what in ((json_out, "--json file"), (plot_out, "--plot file")):
         if path:  # checked before any model loads, so the audit's result cannot be lost at the end
             writable_file(Path(path), what)
-    tasks, recipe_model = audit_tasks(tasks_file, recipe, families, prompts_per_field, prompt_seed)
+    tasks, recipe_model, recipe_adapter = audit_tasks(tasks_file, recipe, families, prompts_per_field, prompt_seed)
     model = model or recipe_model
+    adapter = adapter or recipe_adapter or "default"
     adapter_path = resolve_adapter(adapter, model=model)
     runs = {"adapter": str(adapter_path)} if adapter_path else {}
     if compare or not adapter_path:

@@ -102,9 +102,9 @@ def test_biography_cli_small_run(tmp_path):
     assert rep["fields"]["first_name"]["valid_rate"] == 1.0
     assert rep["fields"]["first_name"]["in_set_rate"] == 1.0  # every name from its country's and gender's list
     assert "mentions_first_name" in rep["fields"]["biography"]["checks"]
-    # without an adapter key the recipe runs with the model's shipped diffuse adapter
+    # the recipe's adapter key names the shipped biography adapter, recorded with its checksum
     run = json.loads((out / "run.json").read_text())
-    assert Path(run["adapter"]).name == "smollm2-135m-diffuse" and run["adapter_sha256"]
+    assert Path(run["adapter"]).name == "smollm2-135m-biography" and run["adapter_sha256"]
 
 
 def test_recipe_tuned_biography_adapter_matches_the_recipe_weights(tmp_path):

@@ -51,3 +51,23 @@ def test_attempts_stop_at_the_limit(engine):
     engine.generate_with_retries(PROMPTS[:3], lambda k, a: k + 10 * a, lambda k, text: tried.append(k) is not None,
                                  3, max_new_tokens=4)
     assert sorted(tried) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_shared_prefix_length_leaves_each_prompt_a_token():
+    from synthgen.engines.batching import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # the last token is always forwarded per prompt
+    assert shared_prefix_length([[7], [7, 8]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def test_the_prompts_shared_tokens_are_forwarded_once(engine):
+    from synthgen.engines.batching import MIN_SHARED, RetryingDecoder
+
+    texts = [engine.format_prompt(p, None) for p in PROMPTS]
+    decoder = RetryingDecoder(engine, texts, [False] * len(texts), lambda k, a: k, lambda k, t: True, 1,
+                              {"temperature": 1.0, "top_p": 1.0, "min_p": None, "max_new_tokens": 3, "stop": []})
+    assert decoder.shared >= MIN_SHARED  # "Write one sentence about the number" (and the chat turn) is shared
+    decoder.run()
+    assert decoder.prefix_cache is not None and decoder.prefix_cache.layers[0].keys.shape[2] == decoder.shared

@@ -9,6 +9,10 @@ prefilled and join the running batch whenever a quarter of its slots are free:
 their KV caches are left-padded to the batch's width (or the batch's to theirs)
 and concatenated, and columns no row uses any more are trimmed from the left.
 
+The prompts' common first tokens (a chat template's system turn and the
+template's fixed opening) are forwarded once; every prefill starts from a copy
+of their KV cache and forwards only the rest of its prompts.
+
 Every row samples from its own generator seeded as the rounds would seed it
 (:func:`synthgen.seeding.derive_seed` of the attempt's seed, sample 0), so a
 reply does not depend on which rows share its batch (up to the float rounding
@@ -17,6 +21,7 @@ that left padding can cause).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,19 @@ import torch
 
 from synthgen.engines.base import cut_at_stop
 from synthgen.seeding import derive_seed
+
+MIN_SHARED = 8  # fewer shared first tokens than this are forwarded with each prompt
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many first tokens all token lists share, leaving each at least one of its own."""
+    if not ids:
+        return 0
+    first, limit = ids[0], min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == first[n] for x in ids):
+        n += 1
+    return n
 
 
 @dataclass
@@ -93,6 +111,11 @@ class RetryingDecoder:
         self.seed_of, self.accept, self.attempts = seed_of, accept, attempts
         self.sampling = sampling
         self.queue: deque[tuple[int, int]] = deque((k, 0) for k in range(len(self.texts)))
+        self.ids: list[list[int]] = engine.tokenizer(self.texts, add_special_tokens=not engine.chat)["input_ids"]
+        self.shared = shared_prefix_length(self.ids) if len(self.ids) > 1 else 0
+        if self.shared < MIN_SHARED:
+            self.shared = 0
+        self.prefix_cache = None  # the shared tokens' KV cache (batch of one), made on the first prefill
 
     def run(self) -> None:
         size = self.engine.batch_size
@@ -108,20 +131,41 @@ class RetryingDecoder:
             batch = self.step(batch)
 
     def prefill(self, jobs: list[tuple[int, int]]) -> Batch:
+        """Forward the jobs' prompts (after the shared tokens), left-padded to one width."""
         eng = self.engine
-        tok = eng.tokenizer
-        tok.padding_side = "left"
         device = eng.model.device
-        enc = tok([self.texts[k] for k, _ in jobs], return_tensors="pt", padding=True,
-                  add_special_tokens=not eng.chat)
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = eng.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        shared = self.shared
+        rests = [self.ids[k][shared:] for k, _ in jobs]
+        width = max(map(len, rests))
+        pad = eng.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], dtype=torch.long, device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], dtype=torch.long, device=device)
+        positions = (shared + mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if shared:
+            cache = self.shared_cache(len(jobs))
+            mask = torch.cat([mask.new_ones((len(jobs), shared)), mask], 1)
+        out = eng.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                         logits_to_keep=1)
         rows = [Row(k, a, torch.Generator().manual_seed(derive_seed(self.seed_of(k, a), 0)),
-                    ids[r, -eng.context_tokens:].tolist() if self.prefixed[k] else None)
-                for r, (k, a) in enumerate(jobs)]
+                    self.ids[k][-eng.context_tokens:] if self.prefixed[k] else None)
+                for k, a in jobs]
         return Batch(rows, out.cache, mask, positions[:, -1:], out.logits[:, -1].float().cpu())
+
+    def shared_cache(self, rows: int):
+        """A KV cache holding the shared tokens for ``rows`` rows (forwarded once, then copied)."""
+        if self.prefix_cache is None:
+            eng = self.engine
+            ids = torch.tensor([self.ids[0][: self.shared]], dtype=torch.long, device=eng.model.device)
+            self.prefix_cache = eng.model(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+        cache = copy.copy(self.prefix_cache)
+        cache.layers = []
+        for layer in self.prefix_cache.layers:
+            mine = copy.copy(layer)
+            mine.keys = layer.keys.expand(rows, -1, -1, -1).contiguous()
+            mine.values = layer.values.expand(rows, -1, -1, -1).contiguous()
+            cache.layers.append(mine)
+        return cache
 
     def step(self, batch: Batch) -> Batch | None:
         """Sample a token for every row, retire finished rows, and decode one step for the rest."""

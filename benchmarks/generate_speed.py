@@ -6,10 +6,11 @@ process (model load excluded from the timed part, peak memory = the child's own
 
 * **new**: option sets scored as token tries, several prompts packed into one
   forward pass (``scoring="trie"``), top-p over the largest tokens first, text
-  retries in a continuously full decode batch;
+  retries in a continuously full decode batch of 128 rows, shards as the recipe sets them;
 * **old**: the previous path (``scoring="padded"``: the prompt once, the options as
   right-padded chunks on its expanded KV cache, one prompt at a time; top-p by
-  sorting the whole vocabulary; retries in rounds, ``continuous=False``).
+  sorting the whole vocabulary; retries in rounds, ``continuous=False``; decode
+  batches of 32 rows and shards of 32 records).
 
 Both fill the same fields with the same seeds in fp32, so the choice/integer
 fields must be identical record by record (the biographies may differ where
@@ -34,6 +35,7 @@ writes ``benchmarks/results/generate_speed.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -51,7 +53,8 @@ except ImportError:  # run as a script (python benchmarks/generate_speed.py): it
     from _common import RESULTS, ROOT, stamp
 
 RECIPE = ROOT / "recipes/biography.yaml"
-PATHS = {"new": {}, "old": {"scoring": "padded", "top_p_candidates": 0, "continuous": False}}
+PATHS = {"new": {}, "old": {"scoring": "padded", "top_p_candidates": 0, "continuous": False, "batch_size": 32}}
+SHARD_RECORDS = {"old": 32}  # the old path filled shards of 32 records (the new one: the recipe's batch_size)
 KL_BOUND = 1e-3
 
 
@@ -79,6 +82,8 @@ def child(path: str, n: int, out_dir: Path) -> dict:
     from synthgen.recipe import load_recipe
 
     recipe = load_recipe(RECIPE).with_overrides(count=n)
+    if path in SHARD_RECORDS:
+        recipe = dataclasses.replace(recipe, batch_size=SHARD_RECORDS[path])
     engine = TransformersEngine.load(recipe.model, adapter=recipe.adapter or "default", device="cpu",
                                      **PATHS[path])
     recorder = Recording(engine)

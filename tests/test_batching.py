@@ -71,3 +71,33 @@ def test_the_prompts_shared_tokens_are_forwarded_once(engine):
     assert decoder.shared >= MIN_SHARED  # "Write one sentence about the number" (and the chat turn) is shared
     decoder.run()
     assert decoder.prefix_cache is not None and decoder.prefix_cache.layers[0].keys.shape[2] == decoder.shared
+
+
+def test_a_retry_reuses_its_prompts_kv_cache(engine):
+    from synthgen.engines.batching import RetryingDecoder
+
+    texts = [engine.format_prompt(p, None) for p in PROMPTS]
+    tried: list[tuple[int, str]] = []
+
+    def accept(k, text):  # every first reply is rejected
+        tried.append((k, text))
+        return sum(1 for j, _ in tried if j == k) > 1
+
+    decoder = RetryingDecoder(engine, texts, [False] * len(texts), lambda k, a: 100 * k + a, accept, 3,
+                              {"temperature": 1.0, "top_p": 1.0, "min_p": None, "max_new_tokens": 5, "stop": []})
+    forwarded = {"prefill": [], "resume": []}
+    for name in forwarded:
+        method = getattr(decoder, name)
+
+        def counted(jobs, method=method, name=name):
+            forwarded[name] += jobs
+            return method(jobs)
+        setattr(decoder, name, counted)
+    decoder.run()
+    assert sorted(forwarded["prefill"]) == [(k, 0) for k in range(len(PROMPTS))]  # each prompt forwarded once
+    assert sorted(forwarded["resume"]) == [(k, 1) for k in range(len(PROMPTS))]
+    assert decoder.kept == {}  # nothing left behind
+    # the retry samples what a fresh forward of its prompt samples
+    for k in range(len(PROMPTS)):
+        second = [text for j, text in tried if j == k][1]
+        assert engine.generate([PROMPTS[k]], seed=[100 * k + 1], max_new_tokens=5) == [[second]]

@@ -11,7 +11,9 @@ and concatenated, and columns no row uses any more are trimmed from the left.
 
 The prompts' common first tokens (a chat template's system turn and the
 template's fixed opening) are forwarded once; every prefill starts from a copy
-of their KV cache and forwards only the rest of its prompts.
+of their KV cache and forwards only the rest of its prompts. A rejected reply's
+prompt is not forwarded again: its KV cache is kept from the batch (all but the
+prompt's last token, which its retry forwards to get the first logits).
 
 Every row samples from its own generator seeded as the rounds would seed it
 (:func:`synthgen.seeding.derive_seed` of the attempt's seed, sample 0), so a
@@ -116,6 +118,8 @@ class RetryingDecoder:
         if self.shared < MIN_SHARED:
             self.shared = 0
         self.prefix_cache = None  # the shared tokens' KV cache (batch of one), made on the first prefill
+        # job -> its prompt's KV cache, less the last token (kept for its retry)
+        self.kept: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def run(self) -> None:
         size = self.engine.batch_size
@@ -123,7 +127,16 @@ class RetryingDecoder:
         while self.queue or batch is not None:
             free = size - (len(batch.rows) if batch else 0)
             if self.queue and (batch is None or free >= max(1, size // 4)):
-                joined = self.prefill([self.queue.popleft() for _ in range(min(free, len(self.queue)))])
+                jobs = [self.queue.popleft() for _ in range(min(free, len(self.queue)))]
+                fresh = [job for job in jobs if job[0] not in self.kept]
+                again = [job for job in jobs if job[0] in self.kept]
+                joined = self.prefill(fresh) if fresh else None
+                if again:
+                    resumed = self.resume(again)
+                    if joined is None:
+                        joined = resumed
+                    else:
+                        joined.extend(resumed)
                 if batch is None:
                     batch = joined
                 else:
@@ -147,10 +160,46 @@ class RetryingDecoder:
             mask = torch.cat([mask.new_ones((len(jobs), shared)), mask], 1)
         out = eng.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                         logits_to_keep=1)
-        rows = [Row(k, a, torch.Generator().manual_seed(derive_seed(self.seed_of(k, a), 0)),
+        return Batch(self.rows(jobs), out.cache, mask, positions[:, -1:], out.logits[:, -1].float().cpu())
+
+    def rows(self, jobs: list[tuple[int, int]]) -> list[Row]:
+        eng = self.engine
+        return [Row(k, a, torch.Generator().manual_seed(derive_seed(self.seed_of(k, a), 0)),
                     self.ids[k][-eng.context_tokens:] if self.prefixed[k] else None)
                 for k, a in jobs]
-        return Batch(rows, out.cache, mask, positions[:, -1:], out.logits[:, -1].float().cpu())
+
+    def keep_prompt(self, batch: Batch, i: int) -> None:
+        """Keep row ``i``'s prompt KV (all but its last token) for the job's retry."""
+        width = batch.mask.shape[1]
+        if any(layer.keys.shape[2] != width for layer in batch.cache.layers):
+            return  # a layer keeps fewer columns than the batch (a sliding window): forward it again
+        columns = batch.mask[i].nonzero().squeeze(1)[: len(self.ids[batch.rows[i].job]) - 1]
+        self.kept[batch.rows[i].job] = [(layer.keys[i][:, columns], layer.values[i][:, columns])
+                                        for layer in batch.cache.layers]
+
+    def resume(self, jobs: list[tuple[int, int]]) -> Batch:
+        """Retries of kept prompts: their KV caches left-padded to one width, each prompt's last
+        token forwarded for its first logits."""
+        from transformers import DynamicCache
+
+        eng = self.engine
+        device = eng.model.device
+        kept = [self.kept.pop(k) for k, _ in jobs]
+        lengths = [layers[0][0].shape[1] for layers in kept]
+        width = max(lengths)
+        cache = DynamicCache(config=eng.model.config)
+        for n, first in enumerate(kept[0]):
+            heads, dim = first[0].shape[0], first[0].shape[2]
+            keys = first[0].new_zeros((len(jobs), heads, width, dim))
+            values = first[1].new_zeros((len(jobs), heads, width, dim))
+            for r, layers in enumerate(kept):
+                keys[r, :, width - lengths[r]:], values[r, :, width - lengths[r]:] = layers[n]
+            cache.update(keys, values, n)
+        mask = torch.tensor([[0] * (width - n) + [1] * (n + 1) for n in lengths], dtype=torch.long, device=device)
+        ids = torch.tensor([[self.ids[k][-1]] for k, _ in jobs], dtype=torch.long, device=device)
+        position = torch.tensor([[n] for n in lengths], dtype=torch.long, device=device)
+        out = eng.model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
+        return Batch(self.rows(jobs), out.cache, mask, position, out.logits[:, -1].float().cpu())
 
     def shared_cache(self, rows: int):
         """A KV cache holding the shared tokens for ``rows`` rows (forwarded once, then copied)."""
@@ -185,7 +234,8 @@ class RetryingDecoder:
                 continue
             text = cut_at_stop(eng.decode(row.tokens, row.context), s["stop"])
             if not self.accept(row.job, text) and row.attempt + 1 < self.attempts:
-                self.queue.append((row.job, row.attempt + 1))
+                self.keep_prompt(batch, i)
+                self.queue.appendleft((row.job, row.attempt + 1))  # first in line: its kept KV is freed sooner
         if not keep:
             return None
         if len(keep) < len(batch.rows):

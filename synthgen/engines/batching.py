@@ -3,11 +3,14 @@
 A text field samples a reply per record, validates it and retries the failures.
 Done in rounds, each retry round is a whole decode over a handful of rows (and
 every round ends with its longest row decoding alone), so most of the model's
-weight reads serve few rows. Here a finished row leaves the batch at once, its
+weight reads serve few rows. Here a finished row stops sampling at once, its
 retry (if its reply was rejected) joins the queue, and queued prompts are
 prefilled and join the running batch whenever a quarter of its slots are free:
-their KV caches are left-padded to the batch's width (or the batch's to theirs)
-and concatenated, and columns no row uses any more are trimmed from the left.
+the live rows' KV caches and theirs are left-padded to one width and copied into
+new buffers (columns no live row uses are dropped), which finished rows leave.
+Without new prompts, finished rows leave once they are a quarter of the batch.
+The buffers have spare columns (:class:`SlackLayer`), so each decode step writes
+its token's keys and values in place instead of copying the cache.
 
 The prompts' common first tokens (a chat template's system turn and the
 template's fixed opening) are forwarded once; every prefill starts from a copy
@@ -29,11 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from synthgen.engines.base import cut_at_stop
 from synthgen.seeding import derive_seed
 
 MIN_SHARED = 8  # fewer shared first tokens than this are forwarded with each prompt
+SLACK = 32  # spare cache columns a batch is given: that many decode steps append in place
 
 
 def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
@@ -56,47 +61,81 @@ class Row:
     tokens: list[int] = field(default_factory=list)
 
 
+class SlackLayer(DynamicLayer):
+    """A cache layer whose keys and values are views of buffers with spare columns, so appending
+    a decoded token writes into them in place (a plain layer copies its whole cache every step)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, width: int):
+        super().__init__()
+        self.is_initialized = True
+        self.device = keys.device
+        self.key_buffer, self.value_buffer = keys, values
+        self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        width, n = self.keys.shape[2], key_states.shape[2]
+        if width + n > self.key_buffer.shape[2]:  # out of spare columns: move to larger buffers
+            b, h, _, d = self.keys.shape
+            keys, values = self.keys.new_zeros((b, h, width + n + SLACK, d)), self.values.new_zeros(
+                (b, h, width + n + SLACK, d))
+            keys[:, :, :width], values[:, :, :width] = self.keys, self.values
+            self.key_buffer, self.value_buffer = keys, values
+        self.key_buffer[:, :, width : width + n] = key_states
+        self.value_buffer[:, :, width : width + n] = value_states
+        self.keys = self.key_buffer[:, :, : width + n]
+        self.values = self.value_buffer[:, :, : width + n]
+        return self.keys, self.values
+
+
 @dataclass
 class Batch:
-    """The running rows, their KV cache, attention mask (rows x width), next positions and last logits."""
+    """The running rows (None: a finished row whose place is not reclaimed yet), their KV cache,
+    attention mask (rows x width), next positions and last logits."""
 
-    rows: list[Row]
+    rows: list[Row | None]
     cache: object
     mask: torch.Tensor
     position: torch.Tensor
     logits: torch.Tensor
 
-    def select(self, keep: list[int]) -> None:
-        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
-        self.rows = [self.rows[i] for i in keep]
-        self.mask, self.position, self.logits = self.mask[index], self.position[index], self.logits[keep]
-        used = self.mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else self.mask.shape[1]
-        if first:  # columns left of every row's first token
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-            self.mask = self.mask[:, first:]
+    @property
+    def live(self) -> int:
+        return sum(row is not None for row in self.rows)
 
-    def pad_to(self, width: int) -> None:
-        extra = width - self.mask.shape[1]
-        if extra > 0:
-            for layer in self.cache.layers:
-                pad = layer.keys.new_zeros((*layer.keys.shape[:2], extra, layer.keys.shape[3]))
-                layer.keys, layer.values = torch.cat([pad, layer.keys], 2), torch.cat([pad, layer.values], 2)
-            self.mask = torch.cat([self.mask.new_zeros((self.mask.shape[0], extra)), self.mask], 1)
-
-    def extend(self, other: Batch) -> None:
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        self.pad_to(width)
-        other.pad_to(width)
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys, mine.values = torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values])
-        self.rows += other.rows
-        self.mask = torch.cat([self.mask, other.mask])
-        self.position = torch.cat([self.position, other.position])
-        self.logits = torch.cat([self.logits, other.logits])
+    @staticmethod
+    def join(parts: list[Batch]) -> Batch:
+        """The live rows of ``parts`` as one batch: each part's columns left of its live rows' first
+        token dropped, left-padded to the widest, in cache buffers with spare columns (one copy)."""
+        picks, firsts = [], []
+        for part in parts:
+            keep = [i for i, row in enumerate(part.rows) if row is not None]
+            index = torch.tensor(keep, dtype=torch.long, device=part.mask.device)
+            used = part.mask[index].any(dim=0).nonzero()
+            picks.append((keep, index))
+            firsts.append(int(used[0]) if len(used) else part.mask.shape[1])
+        widths = [part.mask.shape[1] - first for part, first in zip(parts, firsts)]
+        width, n = max(widths), sum(len(keep) for keep, _ in picks)
+        layers = []
+        for layer in range(len(parts[0].cache.layers)):
+            b, h, _, d = parts[0].cache.layers[layer].keys.shape
+            keys = parts[0].cache.layers[layer].keys.new_zeros((n, h, width + SLACK, d))
+            values = keys.new_zeros((n, h, width + SLACK, d))
+            r = 0
+            for part, (keep, index), first, w in zip(parts, picks, firsts, widths):
+                old = part.cache.layers[layer]
+                keys[r : r + len(keep), :, width - w : width] = old.keys[index, :, first:]
+                values[r : r + len(keep), :, width - w : width] = old.values[index, :, first:]
+                old.keys = old.values = old.key_buffer = old.value_buffer = None  # freed as the copy goes
+                r += len(keep)
+            layers.append(SlackLayer(keys, values, width))
+        cache = parts[0].cache
+        cache.layers = layers
+        mask = torch.cat([torch.nn.functional.pad(part.mask[index, first:], (width - w, 0))
+                          for part, (_, index), first, w in zip(parts, picks, firsts, widths)])
+        position = torch.cat([part.position[index] for part, (_, index) in zip(parts, picks)])
+        logits = torch.cat([part.logits[keep] for part, (keep, _) in zip(parts, picks)])
+        rows = [part.rows[i] for part, (keep, _) in zip(parts, picks) for i in keep]
+        return Batch(rows, cache, mask, position, logits)
 
 
 class RetryingDecoder:
@@ -125,22 +164,17 @@ class RetryingDecoder:
         size = self.engine.batch_size
         batch: Batch | None = None
         while self.queue or batch is not None:
-            free = size - (len(batch.rows) if batch else 0)
+            free = size - (batch.live if batch else 0)
             if self.queue and (batch is None or free >= max(1, size // 4)):
                 jobs = [self.queue.popleft() for _ in range(min(free, len(self.queue)))]
                 fresh = [job for job in jobs if job[0] not in self.kept]
                 again = [job for job in jobs if job[0] in self.kept]
-                joined = self.prefill(fresh) if fresh else None
-                if again:
-                    resumed = self.resume(again)
-                    if joined is None:
-                        joined = resumed
-                    else:
-                        joined.extend(resumed)
-                if batch is None:
-                    batch = joined
-                else:
-                    batch.extend(joined)
+                parts = [batch] if batch is not None else []
+                parts += [self.prefill(fresh)] if fresh else []
+                parts += [self.resume(again)] if again else []
+                batch = Batch.join(parts)
+            elif batch is not None and len(batch.rows) - batch.live >= max(1, len(batch.rows) // 4):
+                batch = Batch.join([batch])  # finished rows leave once they are a quarter of the batch
             batch = self.step(batch)
 
     def prefill(self, jobs: list[tuple[int, int]]) -> Batch:
@@ -217,33 +251,35 @@ class RetryingDecoder:
         return cache
 
     def step(self, batch: Batch) -> Batch | None:
-        """Sample a token for every row, retire finished rows, and decode one step for the rest."""
+        """Sample a token for every live row, mark finished rows, and decode one step (finished rows
+        ride along until they are a quarter of the batch or new rows take their places)."""
         eng, s = self.engine, self.sampling
-        picked = eng.pick_tokens(batch.logits, [row.generator for row in batch.rows], s["temperature"],
+        live = [i for i, row in enumerate(batch.rows) if row is not None]
+        logits = batch.logits if len(live) == len(batch.rows) else batch.logits[live]
+        picked = eng.pick_tokens(logits, [batch.rows[i].generator for i in live], s["temperature"],
                                  s["top_p"], s["min_p"])
         eng.tokens_generated += len(picked)
-        keep = []
-        for i, (row, token) in enumerate(zip(batch.rows, picked)):
+        for i, token in zip(live, picked):
+            row = batch.rows[i]
             done = token == eng.end_id
             if not done:
                 row.tokens.append(token)
                 done = len(row.tokens) >= s["max_new_tokens"] or bool(
                     s["stop"] and any(x in eng.decode(row.tokens, row.context) for x in s["stop"]))
             if not done:
-                keep.append(i)
                 continue
             text = cut_at_stop(eng.decode(row.tokens, row.context), s["stop"])
             if not self.accept(row.job, text) and row.attempt + 1 < self.attempts:
                 self.keep_prompt(batch, i)
                 self.queue.appendleft((row.job, row.attempt + 1))  # first in line: its kept KV is freed sooner
-        if not keep:
+            batch.rows[i] = None
+        if not batch.live:
             return None
-        if len(keep) < len(batch.rows):
-            batch.select(keep)
         device = batch.mask.device
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(keep), 1))], dim=1)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
         batch.position = batch.position + 1
-        tokens = torch.tensor([[row.tokens[-1]] for row in batch.rows], device=device)
+        pad = eng.tokenizer.pad_token_id
+        tokens = torch.tensor([[row.tokens[-1] if row is not None else pad] for row in batch.rows], device=device)
         out = eng.model(input_ids=tokens, attention_mask=batch.mask, position_ids=batch.position,
                         cache=batch.cache, use_cache=True)
         batch.cache, batch.logits = out.cache, out.logits[:, -1].float().cpu()

@@ -6,7 +6,7 @@ process (model load excluded from the timed part, peak memory = the child's own
 
 * **new**: option sets scored as token tries, several prompts packed into one
   forward pass (``scoring="trie"``), top-p over the largest tokens first, text
-  retries in a continuously full decode batch of 128 rows, shards as the recipe sets them;
+  retries in a continuously full decode batch of 64 rows, shards as the recipe sets them;
 * **old**: the previous path (``scoring="padded"``: the prompt once, the options as
   right-padded chunks on its expanded KV cache, one prompt at a time; top-p by
   sorting the whole vocabulary; retries in rounds, ``continuous=False``; decode
@@ -16,12 +16,13 @@ Both fill the same fields with the same seeds in fp32, so the choice/integer
 fields must be identical record by record (the biographies may differ where
 float rounding of a different batch picks another token); ``agreement`` also gives, for every
 prompt both runs scored, the KL divergence between the old and the new option
-distribution (the bound is 1e-3). A third child runs the new path on
-``--memory-n`` records, to show that peak memory is flat in the number of records
-(shards go to disk). Per-field timing comes from each run's ``report.json``.
+distribution (the bound is 1e-3). More children run the new path on each
+``--memory-n`` count of records, to show how peak memory depends on the number of
+records (shards go to disk; the decode batch and one shard's records bound the rest).
+Per-field timing comes from each run's ``report.json``.
 
     python benchmarks/generate_speed.py --n 1000 --memory-n 100
-    python benchmarks/generate_speed.py --n 1000 --memory-n 100 --old-n 100 --keep-new out/speed_new
+    python benchmarks/generate_speed.py --n 1000 --memory-n 100,300 --old-n 100 --keep-new out/speed_new
 
 ``--old-n`` runs the old path on fewer records (its first ``--old-n`` records are
 compared with the new path's); the speedup is then taken against the new run of
@@ -158,8 +159,8 @@ def _normalised(logprobs: list[float]) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="records per code path")
-    parser.add_argument("--memory-n", type=int, default=100,
-                        help="records of the extra new-path run for the memory check (0 to skip)")
+    parser.add_argument("--memory-n", default="100",
+                        help="records of the extra new-path runs for the memory check, comma-separated (0 to skip)")
     parser.add_argument("--old-n", type=int, default=None,
                         help="records of the old-path run (default: --n); the speedup compares runs of equal size")
     parser.add_argument("--keep-new", type=Path, default=None,
@@ -167,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "generate_speed.json"))
     args = parser.parse_args(argv)
     old_n = args.n if args.old_n is None else args.old_n
-    if old_n != args.n and args.memory_n != old_n:
+    try:
+        memory_n = [int(x) for x in args.memory_n.split(",") if x.strip() and int(x) > 0]
+    except ValueError:
+        parser.error(f"--memory-n: expected comma-separated record counts, got {args.memory_n!r}")
+    if old_n != args.n and old_n not in memory_n:
         parser.error("with --old-n other than --n, give --memory-n the same value: the speedup needs a new run "
                      "of the old run's size")
     if args.keep_new is not None and args.keep_new.exists():
@@ -177,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         runs["new"] = run_child("new", args.n, Path(tmp) / "new")
         if args.keep_new is not None:
             shutil.copytree(Path(tmp) / "new", args.keep_new)
-        if args.memory_n:
-            runs["new_small"] = run_child("new", args.memory_n, Path(tmp) / "new_small")
+        for k, size in enumerate(memory_n):
+            name = "new_small" if k == 0 else f"new_{size}"
+            runs[name] = run_child("new", size, Path(tmp) / name)
         runs["old"] = run_child("old", old_n, Path(tmp) / "old")
         records = compare_records(Path(tmp) / "new", Path(tmp) / "old")
         kl = kl_agreement(Path(tmp) / "new", Path(tmp) / "old")

@@ -198,18 +198,25 @@ def coherence(data: dict) -> list[str]:
     methods = data["methods"]
     names = {"flat": "flat lists (no model)", "base_exact": "base model, exact over the conditional sets",
              "shipped": "the shipped recipe"}
+    by_country = data.get("reference_by_country")
     lines = [f"`{data['recipe']}`, {data['n']} records, seed {data['seed']}. Name/gender agreement is judged by "
-             f"the {data['reference']} on the female/male records whose first name it knows (share judged in "
+             f"the {data['reference']}"
+             + (f" and, by the birth country, by {by_country}" if by_country else "")
+             + ", on the female/male records whose first name the reference knows (share judged in "
              "brackets); the names' country agreement by the birth country's own lists.", ""]
     rows = []
     for key, m in methods.items():
         text = m.get("text") or {}
-        rows.append([names.get(key, key), f"{pct(m['gender_agreement'], 1)} ({pct(m['gender_judged_share'])})",
+        rows.append([names.get(key, key),
+                     *([f"{pct(m.get('gender_agreement_by_country'), 1)} "
+                        f"({pct(m.get('gender_judged_by_country_share'))})"] if by_country else []),
+                     f"{pct(m['gender_agreement'], 1)} ({pct(m['gender_judged_share'])})",
                      pct(m["first_name_in_country_lists"], 1), pct(m["last_name_in_country_lists"], 1),
                      m["countries"], pct(text.get("kept_all_checks"), 1) if text else "–",
                      pct(text.get("valid_rate"), 1) if text else "–", m["n_kept"],
                      m["removed"].get("exact_duplicates", 0), f"{m['seconds']:.0f} s"])
-    lines += table(["method", "first name fits gender", "first name from country", "last name from country",
+    lines += table(["method", *(["first name fits gender (by country)"] if by_country else []),
+                    "first name fits gender (US census)", "first name from country", "last name from country",
                     "countries", "text: all checks (kept)", "text valid rate", "kept", "exact duplicates",
                     "wall time"], rows)
     fields = list(next(iter(methods.values()))["fields"])
@@ -465,8 +472,10 @@ def generate_paths(data: dict) -> list[str]:
              f"{data['n']} records on the new path, {data['old_n']} on both paths for the comparison")
     lines = [f"Recipe `{data['recipe']}`, {sizes}, each in a fresh process (model load "
              "excluded), one after the other{caveat}. New: option sets scored as token tries packed into shared "
-             "forward passes, text retries in a continuously full decode batch; old: padded option chunks on an "
-             "expanded KV cache one prompt at a time, retries in rounds.".replace("{caveat}", load_caveat(data)), ""]
+             "forward passes, text retries in a continuously full decode batch of up to 64 rows (a retry reuses "
+             "its prompt's KV cache), shards as the recipe sets them; old: padded option chunks on an expanded KV "
+             "cache one prompt at a time, retries in rounds, decode batches of 32 rows, shards of 32 "
+             "records.".replace("{caveat}", load_caveat(data)), ""]
     lines += table(["path", "records", "kept", "invalid", "seconds", "records/s", "peak memory"],
                    [[name, r["records"], r["kept"], r["invalid"], f"{r['seconds']:.0f}",
                      f"{r['records_per_second']:.3f}", f"{r['peak_rss_mib']:.0f} MiB"] for name, r in runs.items()])

@@ -39,3 +39,23 @@ def test_flat_records_ignore_the_conditions():
     assert row["first_name_in_country_lists"] < 0.2  # a flat list does not know the country
     assert set(df["birth_year"].to_list()) <= set(range(recipe.fields["birth_year"].min,
                                                          recipe.fields["birth_year"].max + 1))
+
+
+def test_the_name_dictionary_judges_by_the_birth_country():
+    from benchmarks.coherence import NameDictionary
+
+    names = NameDictionary()
+    assert names.gender("Andrea", "Italy") == "male"
+    assert names.gender("Andrea", "United States") == "female"
+    assert names.gender("Mary", "Kenya") == "female"  # a country it does not list: over all countries
+    assert names.gender("Zzyzx", "Italy") is None
+    df = pl.DataFrame({
+        "gender": ["male", "female", "male", "non-binary"],
+        "birth_country": ["Italy", "United States", "United States", "Italy"],
+        "first_name": ["Andrea", "Andrea", "Andrea", "Andrea"],
+        "last_name": ["Rossi", "Smith", "Smith", "Rossi"],
+    })
+    row = agreement(df, names)
+    assert row["gender_judged_by_country"] == 3  # non-binary is never judged
+    assert row["gender_agreement_by_country"] == pytest.approx(2 / 3)  # the American man named Andrea disagrees
+    assert row["gender_judged_by_country_share"] == pytest.approx(1.0)

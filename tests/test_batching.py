@@ -101,3 +101,24 @@ def test_a_retry_reuses_its_prompts_kv_cache(engine):
     for k in range(len(PROMPTS)):
         second = [text for j, text in tried if j == k][1]
         assert engine.generate([PROMPTS[k]], seed=[100 * k + 1], max_new_tokens=5) == [[second]]
+
+
+def test_a_slack_layer_appends_in_place_and_grows_when_full():
+    import torch
+
+    from synthgen.engines.batching import SLACK, SlackLayer
+
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer = SlackLayer(keys.clone(), values.clone(), 3)  # 3 columns used, 1 spare
+    new_k, new_v = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+    buffer = layer.key_buffer
+    k, v = layer.update(new_k, new_v)
+    assert layer.key_buffer is buffer  # written into the spare column
+    assert torch.equal(k, torch.cat([keys[:, :, :3], new_k], 2))
+    assert torch.equal(v, torch.cat([values[:, :, :3], new_v], 2))
+    more_k, more_v = torch.randn(2, 3, 2, 5), torch.randn(2, 3, 2, 5)
+    k, v = layer.update(more_k, more_v)  # no room: moved to a larger buffer, nothing lost
+    assert layer.key_buffer is not buffer and layer.key_buffer.shape[2] == 6 + SLACK
+    assert torch.equal(k, torch.cat([keys[:, :, :3], new_k, more_k], 2))
+    assert torch.equal(v, torch.cat([values[:, :, :3], new_v, more_v], 2))
+    assert layer.get_seq_length() == 6

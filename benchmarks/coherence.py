@@ -17,7 +17,7 @@ Per method: first-name/gender agreement against two independent references, each
 the names it knows (their share is reported): the 1990 US census lists in
 ``benchmarks/data/census_first_names.tsv`` (a name counts as female or male by the list it ranks
 higher in), and, country-aware, Jörg Michael's name dictionary as packaged by ``gender-guesser``
-(the ``test`` extra: about 48,000 names with their gender per country, so "Andrea" is male in
+(the ``test`` extra: 61,306 name entries with their gender per country, so "Andrea" is male in
 Italy and female in the United States; the birth country's own verdict where the dictionary has
 one, else its verdict over all countries; "mostly" counts as the gender, androgynous names are not
 judged), first and last names from the birth country's own lists, the number of countries, the

@@ -76,8 +76,8 @@ class SlackLayer(DynamicLayer):
         width, n = self.keys.shape[2], key_states.shape[2]
         if width + n > self.key_buffer.shape[2]:  # out of spare columns: move to larger buffers
             b, h, _, d = self.keys.shape
-            keys, values = self.keys.new_zeros((b, h, width + n + SLACK, d)), self.values.new_zeros(
-                (b, h, width + n + SLACK, d))
+            keys = self.keys.new_zeros((b, h, width + n + SLACK, d))
+            values = self.values.new_zeros((b, h, width + n + SLACK, d))
             keys[:, :, :width], values[:, :, :width] = self.keys, self.values
             self.key_buffer, self.value_buffer = keys, values
         self.key_buffer[:, :, width : width + n] = key_states
@@ -117,7 +117,7 @@ class Batch:
         width, n = max(widths), sum(len(keep) for keep, _ in picks)
         layers = []
         for layer in range(len(parts[0].cache.layers)):
-            b, h, _, d = parts[0].cache.layers[layer].keys.shape
+            _, h, _, d = parts[0].cache.layers[layer].keys.shape
             keys = parts[0].cache.layers[layer].keys.new_zeros((n, h, width + SLACK, d))
             values = keys.new_zeros((n, h, width + SLACK, d))
             r = 0

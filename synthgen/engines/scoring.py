@@ -1,7 +1,8 @@
 """Scoring maths: sequence log-probabilities of options after one shared prompt.
 
-Used for generation (exact sampling over a field's options), training (the
-diffuse loss, under autograd) and the audit.
+The padded path of generation (``scoring="padded"``) and the reference the
+trie scoring of :mod:`synthgen.engines.trie` is tested against; works under
+autograd.
 """
 
 from __future__ import annotations

@@ -196,8 +196,8 @@ class TrainConfig:
              "one-answer tasks (optimum 0, e.g. facts) at a mean loss of at most `tol` nats per task.")
     seed: int = _key(0, check=_integer, help="Seed of the LoRA initialisation, the task order, the target "
                                             "samples and a recipe's prompts.")
-    chunk_size: int = _key(256, check=_count, help="Targets scored in one batch on the shared prompt (memory only; "
-                                                  "the loss is the same).")
+    chunk_size: int = _key(256, check=_count, help="Targets scored in one forward pass after the shared "
+                                                  "prompt (memory only; the loss is the same).")
     max_targets_per_step: int | None = _key(
         None, check=_optional_count,
         help="Score at most this many targets of a task per step, drawn without replacement and reweighted so "

@@ -3,8 +3,9 @@
 For each task the loss is ``-Σ_y w_y · log p(y + end-of-turn | prompt)``; its
 minimum is the entropy ``H(w)`` of the target weights, reached when the model's
 distribution over complete answers equals ``w``. The prompt is encoded once per
-task and shared by all its targets (:func:`synthgen.engines.scoring.option_logprobs`),
-with the gradient flowing through it. One AdamW step per ``tasks_per_step``
+task and shared by all its targets, which run as a token trie after it
+(:func:`synthgen.engines.trie.packed_option_logprobs`), with the gradient
+flowing through it. One AdamW step per ``tasks_per_step``
 tasks, tasks shuffled every epoch, gradient norm clipped.
 
 Early stopping follows the paper: a family whose answers are an open set

@@ -1,9 +1,9 @@
 """The diffuse loss of one task, and the per-family stop rule.
 
 A task's loss is ``-Σ_y w_y · log p(y + end | prompt)`` (:func:`task_loss`),
-the prompt encoded once and shared by every target
-(:func:`synthgen.engines.scoring.option_logprobs`, gradient through it). Its
-minimum is ``H(w)``. With ``renormalize``, ``p`` is renormalised over the
+the prompt encoded once and shared by every target, the targets forwarded as a
+token trie (:func:`synthgen.engines.trie.packed_option_logprobs`, gradient
+through it). Its minimum is ``H(w)``. With ``renormalize``, ``p`` is renormalised over the
 targets scored, so the loss is ``H(w) + KL(w ‖ p / Σp)``: the distribution that
 exact sampling over a field's options draws from. Renormalised over a random
 sample of the targets (``max_targets_per_step``, the weights renormalised over
@@ -19,11 +19,17 @@ import torch
 
 
 def option_logp(model, encoded: tuple[list[int], list[list[int]]], chunk_size: int) -> torch.Tensor:
-    """``log p(y + end | prompt)`` of every target of an encoded task (under autograd)."""
-    from synthgen.engines.scoring import option_logprobs
+    """``log p(y + end | prompt)`` of every target of an encoded task (under autograd).
+
+    The targets are scored as a token trie after the prompt, one forward pass per
+    ``chunk_size`` targets (:func:`synthgen.engines.trie.packed_option_logprobs`):
+    equal to the padded scoring up to float rounding, with no padding and no copy
+    of the prompt's cache per target."""
+    from synthgen.engines.trie import packed_option_logprobs
 
     prompt_ids, options_ids = encoded
-    return option_logprobs(model, prompt_ids, options_ids, chunk_size)
+    return torch.cat([packed_option_logprobs(model, [(prompt_ids, options_ids[start: start + chunk_size])])[0]
+                      for start in range(0, len(options_ids), chunk_size)])
 
 
 def loss_from_logp(logp: torch.Tensor, weights: torch.Tensor, renormalize: bool = False) -> torch.Tensor:

@@ -68,7 +68,7 @@ TUNE_CONFIG: dict = {
 }
 #: Task steps a run is scheduled for: ``epochs`` = this / tasks per epoch, within
 #: :data:`TUNE_EPOCHS` (the cosine schedule decays over them; ``stop_kl`` may end it sooner).
-TUNE_TASK_STEPS = 320
+TUNE_TASK_STEPS = 160
 TUNE_EPOCHS = (2, 12)
 AUDIT_PROMPTS = 4  # held-out prompts per field in the audit after tuning
 AUDIT_SEED_OFFSET = 1  # the audit draws its prompts with the training seed + this

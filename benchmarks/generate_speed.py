@@ -5,11 +5,13 @@ process (model load excluded from the timed part, peak memory = the child's own
 ``VmHWM``), one after the other on the same machine:
 
 * **new**: option sets scored as token tries, several prompts packed into one
-  forward pass (``scoring="trie"``), top-p over the largest tokens first, text
+  forward pass (``scoring="trie"``), the adapter merged into the weights while it
+  is on, top-p over the largest tokens first, text
   retries in a continuously full decode batch of 64 rows, shards as the recipe sets them;
 * **old**: the previous path (``scoring="padded"``: the prompt once, the options as
   right-padded chunks on its expanded KV cache, one prompt at a time; top-p by
-  sorting the whole vocabulary; retries in rounds, ``continuous=False``; decode
+  sorting the whole vocabulary; the LoRA layers beside the base ones, ``merge=False``;
+  retries in rounds, ``continuous=False``; decode
   batches of 32 rows and shards of 32 records).
 
 Both fill the same fields with the same seeds in fp32, so the choice/integer
@@ -54,7 +56,8 @@ except ImportError:  # run as a script (python benchmarks/generate_speed.py): it
     from _common import RESULTS, ROOT, stamp
 
 RECIPE = ROOT / "recipes/biography.yaml"
-PATHS = {"new": {}, "old": {"scoring": "padded", "top_p_candidates": 0, "continuous": False, "batch_size": 32}}
+PATHS = {"new": {}, "old": {"scoring": "padded", "top_p_candidates": 0, "continuous": False, "batch_size": 32,
+                           "merge": False}}
 SHARD_RECORDS = {"old": 32}  # the old path filled shards of 32 records (the new one: the recipe's batch_size)
 KL_BOUND = 1e-3
 
@@ -97,7 +100,8 @@ def child(path: str, n: int, out_dir: Path) -> dict:
     return {"path": path, "records": n, "seconds": seconds, "records_per_second": n / seconds,
             "kept": result.report["n_kept"], "invalid": result.report["removed"]["invalid"],
             "peak_rss_mib": int(hwm.group(1)) / 1024 if hwm else None,
-            "fields": result.report["timing"]["fields"], "adapter": engine.adapter_name}
+            "fields": result.report["timing"]["fields"], "adapter": engine.adapter_name,
+            "engine_options": PATHS[path], "shard_records": recipe.batch_size}
 
 
 def run_child(path: str, n: int, out_dir: Path) -> dict:

@@ -471,14 +471,18 @@ def generate_paths(data: dict) -> list[str]:
     runs, agree = data["paths"], data["agreement"]
     new, old = runs["new"], runs["old"]
     same_size = next((r for r in runs.values() if r["path"] == "new" and r["records"] == old["records"]), new)
+    # runs recorded before the adapter merge existed name no engine options: both paths then kept it unmerged
+    merged = ((", the adapter merged into the weights while it is on", ", the LoRA layers beside the base ones")
+              if old.get("engine_options", {}).get("merge") is False else ("", ""))
     sizes = (f"{data['n']} records per code path" if data.get("old_n", data["n"]) == data["n"] else
              f"{data['n']} records on the new path, {data['old_n']} on both paths for the comparison")
     lines = [f"Recipe `{data['recipe']}`, {sizes}, each in a fresh process (model load "
              "excluded), one after the other{caveat}. New: option sets scored as token tries packed into shared "
-             "forward passes, text retries in a continuously full decode batch of up to 64 rows (a retry reuses "
-             "its prompt's KV cache), shards as the recipe sets them; old: padded option chunks on an expanded KV "
-             "cache one prompt at a time, retries in rounds, decode batches of 32 rows, shards of 32 "
-             "records.".replace("{caveat}", load_caveat(data)), ""]
+             "forward passes{merged}, text retries in a continuously full decode batch of up to 64 rows (a retry "
+             "reuses its prompt's KV cache), shards as the recipe sets them; old: padded option chunks on an "
+             "expanded KV cache one prompt at a time{unmerged}, retries in rounds, decode batches of 32 rows, "
+             "shards of 32 records.".replace("{caveat}", load_caveat(data)).replace("{merged}", merged[0])
+             .replace("{unmerged}", merged[1]), ""]
     lines += table(["path", "records", "kept", "invalid", "seconds", "records/s", "peak memory"],
                    [[name, r["records"], r["kept"], r["invalid"], f"{r['seconds']:.0f}",
                      f"{r['records_per_second']:.3f}", f"{r['peak_rss_mib']:.0f} MiB"] for name, r in runs.items()])

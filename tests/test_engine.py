@@ -234,3 +234,60 @@ def test_making_and_loading_an_adapter_prints_no_peft_deprecation_noise(tiny_mod
         engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
     assert hasattr(engine.model, "disable_adapter")  # the adapter is attached
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def adapted_pair(tiny_model_dir, tmp_path_factory):
+    """Two engines on the same saved adapter (one that changes the outputs): one merges it while on, one does not."""
+    from transformers import AutoModelForCausalLM
+
+    from synthgen.testing import perturbed_lora
+
+    folder = tmp_path_factory.mktemp("merge") / "adapter"
+    perturbed_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), seed=3, std=0.2).save_pretrained(folder)
+    merged = TransformersEngine.load(str(tiny_model_dir), adapter=str(folder), device="cpu")
+    plain = TransformersEngine.load(str(tiny_model_dir), adapter=str(folder), device="cpu", merge=False)
+    return merged, plain
+
+
+def test_a_merged_adapter_scores_and_samples_as_the_unmerged_one(adapted_pair):
+    from synthgen.engines.transformers import _merged
+
+    merged, plain = adapted_pair
+    requests = [("Pick a number between 1 and 100.", OPTIONS), ("Name a city.", ["Paris", "Lima", "Oslo"])]
+    on = merged.score_many(requests)
+    assert _merged(merged.model) and not _merged(plain.model)
+    base = plain.score_many(requests, use_adapter=False)
+    assert max(abs(a - b) for x, y in zip(on, plain.score_many(requests)) for a, b in zip(x, y)) < 1e-4
+    assert max(abs(a - b) for x, y in zip(on, base) for a, b in zip(x, y)) > 0.05  # the adapter matters here
+    assert merged.generate(["Tell me a story."], n=3, seed=5, max_new_tokens=12) == \
+        plain.generate(["Tell me a story."], n=3, seed=5, max_new_tokens=12)
+
+
+def test_switching_the_adapter_off_and_on_again_keeps_the_base_weights(adapted_pair):
+    from synthgen.engines.transformers import _merged
+
+    merged, plain = adapted_pair
+    requests = [("Pick a number between 1 and 100.", OPTIONS)]
+    base = plain.score_many(requests, use_adapter=False)[0]
+    for _ in range(20):  # a long run switches at every field of every shard
+        merged.score_many(requests)
+        off = merged.score_many(requests, use_adapter=False)[0]
+        assert not _merged(merged.model)
+    assert max(abs(a - b) for a, b in zip(off, base)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(merged.score_many(requests)[0], plain.score_many(requests)[0])) < 1e-4
+
+
+def test_an_adapter_being_trained_is_not_merged(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from synthgen.engines.transformers import _merged
+    from synthgen.testing import perturbed_lora
+
+    model = perturbed_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), seed=1)
+    from peft import PeftModel
+
+    assert isinstance(model, PeftModel) and any(p.requires_grad for p in model.parameters())
+    engine = TransformersEngine(model, TransformersEngine.load(str(tiny_model_dir), adapter="none").tokenizer)
+    engine.score("Pick a number.", ["1", "2"])
+    assert not _merged(engine.model)

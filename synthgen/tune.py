@@ -44,7 +44,7 @@ from synthgen.errors import ConfigError
 from synthgen.io import atomic_write
 from synthgen.provenance import adapter_digest, sha256_file
 from synthgen.recipe import Recipe
-from synthgen.training.config import TrainConfig, balanced, config_tasks
+from synthgen.training.config import TrainConfig, config_tasks, epoch_tasks
 from synthgen.training.recipe_tasks import tasks_from_recipe
 from synthgen.training.tasks import Task, task_to_dict
 
@@ -109,7 +109,7 @@ def tune_config(recipe: Recipe, fields: list[str], **overrides) -> TrainConfig:
                          init_adapter=str(start) if start else None, source=f"--tune {recipe.path}", **values)
     if "epochs" in overrides:
         return config
-    per_epoch = len(balanced(config_tasks(config, recipe), config.family_min_tasks))
+    per_epoch = len(epoch_tasks(config, config_tasks(config, recipe)))
     low, high = TUNE_EPOCHS
     return dataclasses.replace(config, epochs=min(high, max(low, math.ceil(TUNE_TASK_STEPS / per_epoch))))
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -453,6 +455,22 @@ def test_stop_kl_stops_every_family_together_once_all_are_there(tiny_model_dir, 
                        lora=LoraOptions(rank=4, alpha=8))
     result = train(hard, tmp_path / "hard")
     assert result.epochs_run == 2 and not result.stopped_early
+
+
+def test_family_target_visits_repeats_a_family_with_a_long_shared_list():
+    from synthgen.training.config import epoch_tasks
+
+    jobs = [Task(id=f"j{i}", family="jobs", prompt=f"A job ({i}).", targets=tuple(f"job{k}" for k in range(40)))
+            for i in range(2)]
+    colours = [Task(id=f"c{i}", family="colours", prompt=f"A colour ({i}).", targets=("red", "blue", "green"))
+               for i in range(5)]
+    config = TrainConfig(tasks="t.jsonl", max_targets_per_step=8, family_min_tasks=3, family_target_visits=2)
+    counts = Counter(t.family for t in epoch_tasks(config, jobs + colours))
+    # jobs: 2 x 40 targets / 8 per step = 10 tasks an epoch; colours keep their own 5 (more than 3 and 2 x 3 / 8)
+    assert counts == {"jobs": 10, "colours": 5}
+    assert Counter(t.family for t in epoch_tasks(replace(config, family_target_visits=None), jobs + colours)) == \
+        {"jobs": 3, "colours": 5}
+    assert len(epoch_tasks(replace(config, family_min_tasks=None, family_target_visits=None), jobs + colours)) == 7
 
 
 def test_family_min_tasks_repeats_only_the_smaller_families(tiny_model_dir, tmp_path):

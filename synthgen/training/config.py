@@ -13,6 +13,7 @@ key and what was expected.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -216,6 +217,11 @@ class TrainConfig:
         None, check=_optional_count,
         help="Repeat the tasks of a family that has fewer so that it gets at least this many per epoch (a cheaper "
              "balance than `balance_families` when one family has many more tasks than the others).")
+    family_target_visits: float | None = _key(
+        None, check=_optional_non_negative,
+        help="With `max_targets_per_step`: repeat the tasks of a family so that it gets at least this many times "
+             "its mean number of targets / `max_targets_per_step` tasks per epoch (beside `family_min_tasks`): a "
+             "field whose prompts share a long list gets steps enough to score each target about this often.")
     stop_kl: float | None = _key(
         None, check=_optional_non_negative,
         help="Stop once, in one epoch, every family's mean KL(model ‖ weights) of the distribution renormalised "
@@ -351,17 +357,32 @@ def config_tasks(config: TrainConfig, recipe: Recipe | None = None) -> list[Task
     return tasks
 
 
-def balanced(tasks: list[Task], at_least: int | None = None) -> list[Task]:
+def epoch_tasks(config: TrainConfig, tasks: list[Task]) -> list[Task]:
+    """The tasks of one epoch: ``tasks`` with the repeats ``balance_families``, ``family_min_tasks``
+    and ``family_target_visits`` ask for."""
+    if config.balance_families:
+        return balanced(tasks)
+    if config.family_min_tasks is None and config.family_target_visits is None:
+        return tasks
+    return balanced(tasks, config.family_min_tasks, config.family_target_visits, config.max_targets_per_step)
+
+
+def balanced(tasks: list[Task], at_least: int | None = None, visits: float | None = None,
+             per_step: int | None = None) -> list[Task]:
     """Each family's tasks cycled up to the size of the largest family (``at_least``:
-    up to that many instead, a family with more keeping its own); repeats get ids
-    ``ID#2``, ``ID#3``, … (the same prompt, targets and weights)."""
+    up to that many instead, a family with more keeping its own; ``visits`` with
+    ``per_step``: also up to ``visits`` × the family's mean targets / ``per_step``);
+    repeats get ids ``ID#2``, ``ID#3``, … (the same prompt, targets and weights)."""
     by_family: dict[str, list[Task]] = {}
     for t in tasks:
         by_family.setdefault(t.family, []).append(t)
-    most = max(len(own) for own in by_family.values()) if at_least is None else at_least
+    most = max(len(own) for own in by_family.values()) if at_least is None and visits is None else at_least or 0
     out = list(tasks)
     for own in by_family.values():
-        for k in range(len(own), most):
+        need = most
+        if visits is not None and per_step:
+            need = max(need, math.ceil(visits * sum(len(t.targets) for t in own) / len(own) / per_step))
+        for k in range(len(own), need):
             t = own[k % len(own)]
             out.append(replace(t, id=f"{t.id}#{k // len(own) + 1}"))
     return out

@@ -45,7 +45,7 @@ import torch
 from synthgen.adapters import SHIPPED_DIR
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.io import writable_dir
-from synthgen.training.config import LoraOptions, TrainConfig, balanced, config_tasks
+from synthgen.training.config import LoraOptions, TrainConfig, config_tasks, epoch_tasks
 from synthgen.training.distributed import DistributedState, average_gradients, steps_per_epoch
 from synthgen.training.loss import family_done, loss_from_logp, option_logp, renormalized_kl, subsample, task_loss
 from synthgen.training.preserve import Anchor, anchor_kl, build_anchors, read_prompts
@@ -351,9 +351,7 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
 
         recipe = load_recipe(config.recipe)
     unique_tasks = config_tasks(config, recipe)
-    tasks = unique_tasks
-    if config.balance_families or config.family_min_tasks is not None:
-        tasks = balanced(unique_tasks, None if config.balance_families else config.family_min_tasks)
+    tasks = epoch_tasks(config, unique_tasks)
     preserve_prompts = read_prompts(config.preserve, config.source) if config.preserve else []
     out_dir = _check_out_dir(Path(out_dir), overwrite)
     if config.device.startswith("cuda") and not torch.cuda.is_available():

@@ -60,7 +60,6 @@ TUNE_CONFIG: dict = {
     "every_condition": True,
     "prompts_per_field": 4,
     "family_min_tasks": 16,
-    "family_target_visits": 3,
     "stop_kl": 0.03,
     "lr": 5.0e-3,
     "lr_schedule": "cosine",
@@ -70,7 +69,7 @@ TUNE_CONFIG: dict = {
 #: Task steps a run is scheduled for: ``epochs`` = this / tasks per epoch, within
 #: :data:`TUNE_EPOCHS` (the cosine schedule decays over them; ``stop_kl`` may end it sooner).
 TUNE_TASK_STEPS = 160
-TUNE_EPOCHS = (3, 12)
+TUNE_EPOCHS = (2, 12)
 AUDIT_PROMPTS = 4  # held-out prompts per field in the audit after tuning
 AUDIT_SEED_OFFSET = 1  # the audit draws its prompts with the training seed + this
 

@@ -66,12 +66,6 @@ NOTES = {
                          "check pass rates and answer shares do not depend on the load; times are upper bounds. "
                          "The audit of `qwen2.5-coder-0.5b` covers the held-out families only (the full-suite "
                          "audit was stopped unfinished)."],
-    "tune_support_tickets.json": [
-        "Measured under heavy load: the load average was 13 to 19 on the 2 cores while other jobs ran; the run was "
-        "niced, with one torch thread, and its tuning took 11.6 min of CPU time for 1700 s of wall time. The "
-        "tuning time is an upper bound, not a quiet-machine figure. The commit recorded is the one checked out "
-        "when the run ended; the run started on the content of 8770f7f (the commits between change the "
-        "command line, docs and tables only)."],
     "leave_one_out.json": [
         "Run on the task suite and training config as they were before the 2026-12-02 retrain (no "
         "`categories` family, one `facts` family), see `CHANGELOG.md`."],

@@ -291,3 +291,14 @@ def test_an_adapter_being_trained_is_not_merged(tiny_model_dir):
     engine = TransformersEngine(model, TransformersEngine.load(str(tiny_model_dir), adapter="none").tokenizer)
     engine.score("Pick a number.", ["1", "2"])
     assert not _merged(engine.model)
+
+
+def test_a_bf16_adapter_is_not_merged(tiny_model_dir, adapted_pair):
+    from synthgen.engines.transformers import _merged
+
+    folder = adapted_pair[0].adapter_name
+    engine = TransformersEngine.load(str(tiny_model_dir), adapter=folder, device="cpu", dtype=torch.bfloat16)
+    first = engine.score_many([("Pick a number.", ["1", "2", "10"])])
+    assert not _merged(engine.model)
+    engine.score_many([("Pick a number.", ["1", "2", "10"])], use_adapter=False)
+    assert engine.score_many([("Pick a number.", ["1", "2", "10"])]) == first

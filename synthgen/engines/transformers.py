@@ -107,8 +107,9 @@ class TransformersEngine(Engine):
     def adapter_scope(self, use_adapter: bool):
         """A context in which the adapter is on (default) or switched off.
 
-        With :attr:`merge`, an adapter that is not being trained is merged into the
-        weights for the calls with it on and unmerged before a call with it off."""
+        With :attr:`merge`, an fp32 adapter that is not being trained is merged into the
+        weights for the calls with it on and unmerged before a call with it off (in
+        bf16 or fp16 the round trip would move the base weights: there it stays apart)."""
         if not hasattr(self.model, "disable_adapter"):
             return contextlib.nullcontext()
         merged = _merged(self.model)
@@ -116,7 +117,7 @@ class TransformersEngine(Engine):
             if merged:
                 self.model.unmerge_adapter()
             return self.model.disable_adapter()
-        if self.merge and not merged and not any(p.requires_grad for p in self.model.parameters()):
+        if self.merge and not merged and _mergeable(self.model):
             self.model.merge_adapter()
         return contextlib.nullcontext()
 
@@ -323,6 +324,12 @@ def _top_p_filter(probs: torch.Tensor, top_p: float, candidates: int = TOP_P_CAN
         chosen = sorted_i[(mass - sorted_p) < top_p]  # the mass before a token has not reached top_p
         out[r, chosen] = probs[r, chosen]
     return out
+
+
+def _mergeable(model) -> bool:
+    """Whether merging and unmerging ``model``'s adapter leaves its base weights within fp32 rounding."""
+    params = list(model.parameters())
+    return all(p.dtype == torch.float32 and not p.requires_grad for p in params)
 
 
 def _merged(model) -> bool:

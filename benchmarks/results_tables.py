@@ -446,6 +446,21 @@ def train_speed(data: dict) -> list[str]:
     return lines
 
 
+def adapter_merge(data: dict) -> list[str]:
+    """Scoring with the adapter merged into the weights against the LoRA layers kept apart."""
+    same, base = data["merged_vs_apart"], data["base_after_round_trips"]
+    lines = [f"The `{data['field']}` option sets of {data['prompts']} (country, gender) prompts of "
+             f"`{data['recipe']}` ({data['options']} options), scored as token tries in one process with the "
+             "shipped adapter merged into the weights and with its LoRA layers apart, alternately, "
+             f"{data['repeats']} times each (the fastest kept):", ""]
+    lines += table(["merged, s", "apart, s", "speed-up", "max log-prob difference", "max KL",
+                    "base model after the round trips: max log-prob difference"],
+                   [[f"{data['merged_seconds']:.1f}", f"{data['apart_seconds']:.1f}", f"{data['speedup']:.2f}×",
+                     sci(same["max_abs_logprob_diff"]), sci(same["max_kl"]),
+                     f"{sci(base['max_abs_logprob_diff'])} ({base['round_trips']} round trips)"]])
+    return lines
+
+
 def load_caveat(data: dict) -> str:
     """" (measured under load: ...)" when the machine's load average exceeded its CPUs, else ""."""
     load, cpus = data.get("load_average_at_end"), data.get("cpus")
@@ -662,6 +677,7 @@ SECTIONS: list[tuple[str, list[Section]]] = [
     ("Speed and memory", [
         ("engine.json", "Engine: shared-prefix scoring and batched generation", engine),
         ("train_speed.json", "Training: the loss as a token trie", train_speed),
+        ("adapter_merge.json", "Scoring with the adapter merged into the weights", adapter_merge),
         ("generate_speed.json", "Generation speed: today's code path against the previous one", generate_speed),
         ("generate_memory.json", "Generation: peak memory", generate_speed),
         ("executor_speed.json", "Local against Ray executor (tiny model)", executor_speed),

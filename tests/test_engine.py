@@ -272,6 +272,7 @@ def test_switching_the_adapter_off_and_on_again_keeps_the_base_weights(adapted_p
     base = plain.score_many(requests, use_adapter=False)[0]
     for _ in range(20):  # a long run switches at every field of every shard
         merged.score_many(requests)
+        assert _merged(merged.model)  # merged again after every time it was off
         off = merged.score_many(requests, use_adapter=False)[0]
         assert not _merged(merged.model)
     assert max(abs(a - b) for a, b in zip(off, base)) < 1e-4

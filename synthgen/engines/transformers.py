@@ -327,9 +327,12 @@ def _top_p_filter(probs: torch.Tensor, top_p: float, candidates: int = TOP_P_CAN
 
 
 def _mergeable(model) -> bool:
-    """Whether merging and unmerging ``model``'s adapter leaves its base weights within fp32 rounding."""
-    params = list(model.parameters())
-    return all(p.dtype == torch.float32 and not p.requires_grad for p in params)
+    """Whether ``model``'s adapter was loaded for inference (peft's ``inference_mode``, not for training)
+    and its weights are fp32, so that merging and unmerging it leaves the base weights within rounding.
+    (Not ``requires_grad``: peft sets it again on the adapter's weights when it re-enables them.)"""
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
+    return bool(getattr(config, "inference_mode", False)) and all(p.dtype == torch.float32
+                                                                  for p in model.parameters())
 
 
 def _merged(model) -> bool:

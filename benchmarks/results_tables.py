@@ -452,7 +452,9 @@ def adapter_merge(data: dict) -> list[str]:
     lines = [f"The `{data['field']}` option sets of {data['prompts']} (country, gender) prompts of "
              f"`{data['recipe']}` ({data['options']} options), scored as token tries in one process with the "
              "shipped adapter merged into the weights and with its LoRA layers apart, alternately, "
-             f"{data['repeats']} times each (the fastest kept):", ""]
+             f"{data['repeats']} times each (the fastest kept; the first prompt after each switch, which pays for "
+             f"the merge, timed apart: {mean(data['first_prompt_seconds']['merged']):.2f} s merged, "
+             f"{mean(data['first_prompt_seconds']['apart']):.2f} s apart, on average):", ""]
     lines += table(["merged, s", "apart, s", "speed-up", "max log-prob difference", "max KL",
                     "base model after the round trips: max log-prob difference"],
                    [[f"{data['merged_seconds']:.1f}", f"{data['apart_seconds']:.1f}", f"{data['speedup']:.2f}×",

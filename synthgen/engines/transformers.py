@@ -12,10 +12,10 @@ space a tokenizer would drop when decoding it alone (as vLLM's incremental
 detokenizer does).
 
 With an inference adapter attached, the LoRA weights are merged into the base
-weights while the adapter is on (one forward pass per layer instead of three) and
-subtracted again before a call with the adapter off: they switch only where the
-calls switch, and each switch leaves the base weights within float rounding
-(~1e-5 in a logit) of what was loaded.
+weights while the adapter is on (one matrix product per adapted layer instead of
+three) and subtracted again before a call with the adapter off: they switch only
+where the calls switch, and each switch leaves the base weights within float
+rounding of what was loaded (``benchmarks/adapter_merge.py`` measures both).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ batch it is made in nor on the other records.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,7 +40,17 @@ from synthgen.fields import FieldSpec
 from synthgen.recipe import Recipe
 from synthgen.seeding import attempt_seed, record_rng
 
-__all__ = ["FieldFiller", "FieldStats", "FieldTiming", "FilledRecords", "make_records"]
+__all__ = ["FieldFiller", "FieldStats", "FieldTiming", "FilledRecords", "make_records", "peak_rss_mib"]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far in MiB (0.0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 @dataclass
@@ -63,7 +74,10 @@ class FieldTiming:
     """Where a field's time went in one process (``report.json`` ``timing.fields.<name>``):
     wall seconds, distinct prompts scored, the options forwarded after them and the tokens
     that took (prompts and options; 0 for an engine that does not count them), new tokens
-    sampled, samples drawn and how many of them were retries."""
+    sampled, samples drawn and how many of them were retries, and how far filling the field
+    raised the process's peak memory (``peak_rss_rise_mib``, summed over the batches; the
+    fields' rises add up to the growth of the peak while records were made, so the field with
+    the largest one sets the run's memory; 0 where the platform does not report it)."""
 
     seconds: float = 0.0
     prompts_scored: int = 0
@@ -72,6 +86,7 @@ class FieldTiming:
     tokens_generated: int = 0
     samples: int = 0
     retries: int = 0
+    peak_rss_rise_mib: float = 0.0
 
     def add(self, other: FieldTiming) -> None:
         for key, value in vars(other).items():
@@ -157,11 +172,12 @@ class FieldFiller:
         """
         if self.on_field:
             self.on_field(spec.name)
-        start, tokens = time.perf_counter(), self._tokens()
+        start, tokens, peak = time.perf_counter(), self._tokens(), peak_rss_mib()
         ok, drawn = self._fill(spec, records, indices, seed, failures)
         timing = self.timing.setdefault(spec.name, FieldTiming())
         timing.add(FieldTiming(seconds=time.perf_counter() - start, tokens_generated=self._tokens() - tokens,
-                               samples=sum(drawn), retries=sum(drawn) - sum(1 for d in drawn if d)))
+                               samples=sum(drawn), retries=sum(drawn) - sum(1 for d in drawn if d),
+                               peak_rss_rise_mib=peak_rss_mib() - peak))
         return ok, drawn
 
     def _tokens(self) -> int:

@@ -26,6 +26,7 @@ from synthgen.dedup import dedup
 from synthgen.errors import SynthgenError
 from synthgen.executors import EngineSpec, Executor, LocalExecutor, get_executor
 from synthgen.fields import FieldSpec
+from synthgen.fill import peak_rss_mib
 from synthgen.io import atomic_write
 from synthgen.recipe import Recipe
 from synthgen.report import FieldInfo, build_report
@@ -174,7 +175,7 @@ def finish(recipe: Recipe, out_dir: Path, output: RunOutput, seconds: float,
                  "near_duplicates": result.near_duplicates},
         field_stats={k: vars(v) for k, v in output.stats.items()},
         timing={"seconds": seconds, "records_per_second": len(df) / seconds if seconds > 0 else 0.0,
-                "fields": output.field_timing},
+                "fields": output.field_timing, "peak_rss_mib": peak_rss_mib() or None},
     )
     if tune is not None:
         report["tune"] = tune

@@ -34,11 +34,14 @@ def _timing_lines(timing: Mapping[str, Any]) -> list[str]:
         return []
     total = sum(f["seconds"] for f in fields.values()) or 1.0
     lines = ["", "## Time by field", "", "| field | seconds | share | prompts scored | options scored "
-             "| tokens scored | tokens generated | samples | retries |", "|---|---|---|---|---|---|---|---|---|"]
+             "| tokens scored | tokens generated | samples | retries | peak memory rise (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {_cell(name)} | {_fmt(f['seconds'], 1)} | {_fmt(f['seconds'] / total, 2)} | {f['prompts_scored']} "
               f"| {f['options_scored']} | {f.get('tokens_scored', 0)} | {f['tokens_generated']} | {f['samples']} "
-              f"| {f['retries']} |"
+              f"| {f['retries']} | {_fmt(f.get('peak_rss_rise_mib'), 0)} |"
               for name, f in fields.items()]
+    if timing.get("peak_rss_mib"):
+        lines += ["", f"Peak memory of the process: {_fmt(timing['peak_rss_mib'], 0)} MiB."]
     return lines
 
 

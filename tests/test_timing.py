@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+
+import pytest
 
 from synthgen.executors import LocalExecutor
+from synthgen.fill import peak_rss_mib
 from synthgen.generation import generate
 from synthgen.recipe import load_recipe
 from tests.test_generate import RECIPE
 
-KEYS = {"seconds", "prompts_scored", "options_scored", "tokens_scored", "tokens_generated", "samples", "retries"}
+KEYS = {"seconds", "prompts_scored", "options_scored", "tokens_scored", "tokens_generated", "samples", "retries",
+        "peak_rss_rise_mib"}
 
 
 def test_report_says_where_the_time_went_per_field(tmp_path, tiny_engine):
@@ -41,6 +47,20 @@ def test_report_says_where_the_time_went_per_field(tmp_path, tiny_engine):
     assert all(fields[name]["samples"] == recipe.count and fields[name]["retries"] == 0
                for name in ("color", "name", "age"))
     assert result.report["timing"]["fields"] == fields
+    # the fields' rises of the peak happen while the run's peak is reached, so they cannot add up past it
+    assert all(f["peak_rss_rise_mib"] >= 0 for f in fields.values())
+    assert sum(f["peak_rss_rise_mib"] for f in fields.values()) <= timing["peak_rss_mib"]
     report_md = (tmp_path / "out" / "report.md").read_text()
     assert "## Time by field" in report_md
     assert all(f"| {name} | " in report_md.split("## Time by field")[1] for name in recipe.order)
+    assert f"Peak memory of the process: {timing['peak_rss_mib']:.0f} MiB." in report_md
+
+
+def test_peak_memory_is_the_kernels_high_water_mark():
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("no /proc (not Linux)")
+    before = peak_rss_mib()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status.read_text()).group(1)) / 1024
+    after = peak_rss_mib()
+    assert before <= after and abs(hwm - after) < 16  # the same counter, read a moment apart

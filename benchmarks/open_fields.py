@@ -106,14 +106,20 @@ def value_of(spec, raw: str) -> str:
 
 def generate_values(engine, spec, rows: list[dict], seed: int, sampling: dict, use_adapter: bool,
                     batch: int) -> list[str]:
+    """One reply per row, no retries, sampled as generation samples an open field's first attempt
+    (``generate_with_retries``: the local engine forwards the prompts' shared first tokens once and
+    keeps its decode batch full; ``batch`` is its decode batch)."""
     prompts = [spec.template.render(r) for r in rows]
-    replies: list[str] = []
-    for start in range(0, len(prompts), batch):
-        idx = range(start, min(start + batch, len(prompts)))
-        outs = engine.generate([prompts[i] for i in idx], n=1, top_p=1.0, max_new_tokens=spec.max_tokens,
-                               stop=list(spec.stop) or None, seed=[attempt_seed(seed, i, spec.name, 0) for i in idx],
-                               use_adapter=use_adapter, **sampling)
-        replies += [o[0] for o in outs]
+    replies: list[str] = [""] * len(prompts)
+
+    def keep(k: int, text: str) -> bool:
+        replies[k] = text
+        return True
+
+    engine.batch_size = batch
+    engine.generate_with_retries(prompts, lambda k, a: attempt_seed(seed, k, spec.name, a), keep, 1,
+                                 top_p=1.0, max_new_tokens=spec.max_tokens, stop=list(spec.stop) or None,
+                                 use_adapter=use_adapter, **sampling)
     return replies
 
 

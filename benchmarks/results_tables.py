@@ -607,10 +607,23 @@ def open_fields(data: dict) -> list[str]:
     if data.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items()) + "."]
     met = {True: "yes", False: "no"}
-    goals = [[f"{field}: {key}", num(g["measured"], 2), num(g["goal"], 2), met.get(g["met"], "–")]
+    results = data["results"]
+
+    def measured(field: str, key: str, g: dict) -> str:
+        base = results.get("base", {}).get(field)
+        if g["measured"] is None and key == "unique_valid_ratio" and base and base["unique_valid"] == 0:
+            return "base: no valid value"
+        return num(g["measured"], 3)
+
+    goals = [[f"{field}: {key}", measured(field, key, g), num(g["goal"], 3), met.get(g["met"], "–")]
              for field, keys in data["targets"].items() for key, g in keys.items()]
     lines += ["", "Targets (recipe-trained adapter against the base model at T=1; – = not measured):", ""]
     lines += table(["target", "measured", "goal", "met"], goals)
+    if "recipe" in results and "general" in results:
+        ratios = [f"{field} {results['recipe'][field]['unique_valid'] / results['general'][field]['unique_valid']:.2f}x"
+                  for field in results["recipe"] if results["general"].get(field, {}).get("unique_valid")]
+        lines += ["", "Unique valid values of the recipe-trained adapter against the general adapter's: "
+                  + ", ".join(ratios) + "."]
     return lines
 
 

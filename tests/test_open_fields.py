@@ -282,4 +282,20 @@ def test_open_fields_benchmark_runs_at_small_n_without_a_model(tmp_path):
     from benchmarks.results_tables import open_fields as render
 
     text = "\n".join(render(result))
-    assert "| seeds | first_name | 100% |" in text and "| first_name: valid_rate | – | 0.80 | – |" in text
+    assert "| seeds | first_name | 100% |" in text and "| first_name: valid_rate | – | 0.800 | – |" in text
+
+
+def test_open_fields_table_says_when_the_base_model_had_no_valid_value():
+    from benchmarks.results_tables import open_fields as render
+
+    def metrics(unique: int) -> dict:
+        return {"valid_rate": unique / 10, "unique_valid": unique, "novel_valid": 0, "novel_share": 0.0,
+                "normalized_entropy": 0.5, "wall_s": 1.0}
+
+    data = {"n": 10, "recipe": "r.yaml", "seed": 0,
+            "results": {"base": {"occupation": metrics(0)}, "general": {"occupation": metrics(4)},
+                        "recipe": {"occupation": metrics(6)}},
+            "targets": {"occupation": {"unique_valid_ratio": {"measured": None, "goal": 1.5, "met": None}}}}
+    text = "\n".join(render(data))
+    assert "| occupation: unique_valid_ratio | base: no valid value | 1.500 | – |" in text
+    assert "against the general adapter's: occupation 1.50x." in text

@@ -174,7 +174,7 @@ def _distribution(recipe: Recipe, name: str, records: list[dict], filler: FieldF
     prompts, entropies, kls, targets = set(), [], [], []
     live = [rec for rec in records if rec[name] is not None]
     for rec in live:
-        upstream = {f: rec[f] for f in before}
+        upstream = {f: rec[f] for f in before if f in rec}  # a preview of some fields fills only their ancestors
         if spec.is_conditional:
             options, weights = spec.options_for(upstream)
         else:

@@ -114,3 +114,16 @@ def test_a_collapsed_field_is_flagged(recipe_path):
         "name": FieldDistribution("name", 1, 12, [("laptop", 0.55), ("phone", 0.45)], 0.28, 1.8)})
     lines = format_preview(result)
     assert any("warning: name looks collapsed" in line for line in lines)
+
+
+def test_preview_of_a_field_after_one_it_does_not_read(tmp_path, tiny_model_dir, tiny_engine):
+    # "mood" comes before "name" in the recipe but the name's prompt does not read it: a preview of
+    # the name alone (as generate's collapse check runs it) fills only the name's ancestors
+    text = RECIPE.format(model=tiny_model_dir).replace("fields:\n", "fields:\n  mood:\n    kind: sample\n"
+                                                       "    options: [calm, cross]\n", 1)
+    path = tmp_path / "moody.yaml"
+    path.write_text(text, encoding="utf-8")
+    recipe = load_recipe(path)
+    assert recipe.order.index("mood") < recipe.order.index("name")
+    result = preview(recipe, 3, engine=tiny_engine, fields=["name"])
+    assert "mood" not in result.records[0] and result.distributions["name"].k == 8

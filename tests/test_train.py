@@ -122,6 +122,27 @@ def test_training_moves_loss_toward_optimum(tiny_model_dir, suite, tmp_path):
     assert off == base.generate(["Pick a fruit."], n=2, max_new_tokens=6, seed=5)
 
 
+def test_save_every_writes_the_adapter_of_each_kth_epoch(tiny_model_dir, suite, tmp_path):
+    config = TrainConfig(tasks=str(suite), model=str(tiny_model_dir), epochs=5, lr=2e-2, tol=0.0, save_every=2,
+                         lora=LoraOptions(rank=4, alpha=8))
+    train(config, tmp_path / "a")
+    # epochs 2 and 4; the last epoch is the adapter itself
+    assert sorted(p.name for p in (tmp_path / "a").glob("epoch-*")) == ["epoch-2", "epoch-4"]
+    final = json.loads((tmp_path / "a" / "training.json").read_text())["epochs"]
+    scores = []
+    for name in ("epoch-2", "epoch-4"):
+        folder = tmp_path / "a" / name
+        info = json.loads((folder / "training.json").read_text())
+        assert info["epochs"] == final[:info["epochs_run"]]
+        engine = TransformersEngine.load(str(tiny_model_dir), adapter=str(folder), device="cpu")
+        scores.append(engine.score(TASKS[1].prompt, TASKS[1].targets))
+    last = TransformersEngine.load(str(tiny_model_dir), adapter=str(tmp_path / "a"), device="cpu")
+    scores.append(last.score(TASKS[1].prompt, TASKS[1].targets))
+    # three different adapters: the checkpoints are the training's state then, not copies of the end
+    assert max(abs(a - b) for a, b in zip(scores[0], scores[1])) > 1e-4
+    assert max(abs(a - b) for a, b in zip(scores[1], scores[2])) > 1e-4
+
+
 def test_early_stop_for_open_families(tiny_model_dir, suite, tmp_path):
     # gamma so large that the open family (fruits) qualifies after the first epoch; tol 0,
     # so the closed family (numbers) cannot: only fruits stops, numbers trains on.

@@ -227,6 +227,10 @@ class TrainConfig:
         help="Stop once, in one epoch, every family's mean KL(model ‖ weights) of the distribution renormalised "
              "over the targets scored is at most this many nats (null: the loss-based stops above). Families "
              "then train together until all are there.")
+    save_every: int | None = _key(
+        None, check=_optional_count,
+        help="Also save the adapter after every k-th epoch, in `epoch-N/` of the output directory (the adapter "
+             "files and the epochs so far in `training.json`), to compare checkpoints (null: only the final one).")
     tasks_per_step: int = _key(
         1, check=_count,
         help="Tasks per optimizer step on each process (their gradients are averaged); N processes under "

@@ -263,9 +263,11 @@ def _end_epoch(config: TrainConfig, epoch: int, tasks: list[Task], order: list[T
 
 
 def _train_epochs(run: _Run, tasks: list[Task], optimum: dict[str, float],
-                  on_step: Callable[[dict], None] | None) -> tuple[list[dict], bool]:
+                  on_step: Callable[[dict], None] | None,
+                  on_epoch: Callable[[int, list[dict]], None] | None = None) -> tuple[list[dict], bool]:
     """Epochs until every family has stopped or ``epochs`` have run; returns each
-    epoch's record and whether every family stopped."""
+    epoch's record and whether every family stopped. ``on_epoch(epoch, records)``
+    is called after every epoch but the last."""
     active = {t.family for t in tasks}
     epochs: list[dict] = []
     for epoch in range(1, run.config.epochs + 1):
@@ -275,7 +277,19 @@ def _train_epochs(run: _Run, tasks: list[Task], optimum: dict[str, float],
         epochs.append(_end_epoch(run.config, epoch, tasks, order, optimum, fam_loss, fam_kl, active))
         if not active:
             break
+        if on_epoch and epoch < run.config.epochs:
+            on_epoch(epoch, epochs)
     return epochs, not active
+
+
+def _checkpoint(run: _Run, out_dir: Path, epoch: int, epochs: list[dict]) -> None:
+    """The adapter after ``epoch`` in ``out_dir/epoch-N/``, with the epochs so far."""
+    folder = out_dir / f"epoch-{epoch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    run.model.save_pretrained(str(folder), safe_serialization=True)
+    summary = {"config": asdict(run.config), "epochs_run": epoch, "epochs": epochs}
+    (folder / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    log.info("saved the adapter after epoch %d in %s", epoch, folder)
 
 
 def _save(run: _Run, out_dir: Path, model_name: str, tasks: list[Task], unique_tasks: list[Task],
@@ -327,8 +341,9 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
         config: The training config (:func:`synthgen.training.config.load_config`).
         out_dir: Where the adapter (safetensors), ``training.json`` (the config,
             every step's loss, every epoch's family losses) and ``tasks.jsonl``
-            (the tasks trained on) are written; it must be new, empty or an
-            earlier adapter directory.
+            (the tasks trained on) are written, and with ``save_every`` the
+            checkpoints in ``epoch-N/``; it must be new, empty or an earlier
+            adapter directory.
         on_step: Called after every task of every step with ``step``, ``epoch``,
             ``task`` (its id), ``loss`` and ``steps_in_epoch`` (tasks in the epoch).
         overwrite: Replace an adapter already in ``out_dir`` (refused otherwise).
@@ -373,7 +388,13 @@ def train(config: TrainConfig, out_dir: str | Path, on_step: Callable[[dict], No
     optimizer, scheduler = _optimizer(config, params, total_steps)
     run = _Run(config, dist, model, params, optimizer, scheduler, encoded, weights, anchors, rng)
     optimum = {t.id: t.entropy() for t in tasks}
-    epochs, all_stopped = _train_epochs(run, tasks, optimum, on_step)
+    every = config.save_every
+
+    def on_epoch(epoch: int, records: list[dict]) -> None:
+        if every and epoch % every == 0 and dist.main:
+            _checkpoint(run, out_dir, epoch, records)
+
+    epochs, all_stopped = _train_epochs(run, tasks, optimum, on_step, on_epoch)
     result = TrainResult(out_dir, len(epochs), epochs[-1]["loss"] if epochs else 0.0, sum(optimum.values()),
                          time.perf_counter() - start, all_stopped)
     if dist.main:  # process 0 saves; the others wait until it has
